@@ -1,0 +1,1 @@
+"""The ``cryoscout`` command line: thin commands that parse options and call operations."""

@@ -1,0 +1,6 @@
+"""Placeholder for `extract`; replaced by its implementation."""
+
+
+def extract() -> None:
+    """Not built yet."""
+    raise NotImplementedError("extract")

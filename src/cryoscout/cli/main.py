@@ -1,0 +1,123 @@
+"""Entry point of the ``cryoscout`` command.
+
+Every command module imports only typer at import time and loads numpy,
+torch and friends inside its function, so ``cryoscout --help`` is instant.
+Errors a user can fix are printed as one line, without a traceback unless
+``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+try:  # typer >= 0.2x ships its own copy of click; its exceptions are those classes
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer
+    import click
+
+from cryoscout import __version__
+from cryoscout.cli import (
+    benchmark,
+    explain,
+    extract,
+    info,
+    pick,
+    screen,
+    simulate,
+    train,
+)
+
+app = typer.Typer(
+    name="cryoscout",
+    help="Learned, explainable decisions for cryo-EM: grid screening and particle picking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cryoscout {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show info logs."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+# Grid screening
+app.add_typer(simulate.app, name="simulate")
+app.command("info")(info.info)
+app.command("extract")(extract.extract)
+app.command("train")(train.train)
+app.command("explain")(explain.explain)
+app.command("screen")(screen.screen)
+app.add_typer(benchmark.app, name="benchmark")
+# Particle picking
+app.add_typer(pick.app, name="pick")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 1 failure, 2 bad usage)."""
+    from cryoscout.errors import CryoscoutError
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    _state["debug"] = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="cryoscout", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("cryoscout: aborted", file=sys.stderr)
+        return 130
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:
+        print(exc.format_message(), file=sys.stderr)  # a group called bare: show its help
+        return 2
+    except click.exceptions.UsageError as exc:
+        # One line: which command, what is wrong (click's own text).
+        where = exc.ctx.command_path if exc.ctx else "cryoscout"
+        print(f"{where}: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except click.exceptions.ClickException as exc:
+        print(f"cryoscout: error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    except CryoscoutError as exc:
+        if _state["debug"]:
+            raise
+        print(f"cryoscout: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cryoscout: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        print(
+            f"cryoscout: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Placeholder for `tomogram`; replaced by its implementation."""
+
+
+def tomogram() -> None:
+    """Not built yet."""
+    raise NotImplementedError("tomogram")

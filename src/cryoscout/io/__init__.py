@@ -1,0 +1,1 @@
+"""Readers and writers for the files microscopes and cryo-EM programs exchange."""

@@ -1,0 +1,62 @@
+"""What every run folder records so that a result can be traced and repeated."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryoscout import __version__
+from cryoscout.io.atomic import write_text
+
+
+def command_line() -> str:
+    """The command line of this process, shell-quoted."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
+    """Write ``config.yaml`` into ``run_dir`` with the version, time and command line.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder (created if needed).
+    config
+        Options and data used by the run; must be YAML-serialisable
+        (paths are converted to strings).
+
+    Returns
+    -------
+    pathlib.Path
+        The path of ``config.yaml``.
+    """
+    import yaml
+
+    record = {
+        "cryoscout_version": __version__,
+        "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command_line(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "config": _plain(config),
+    }
+    out = Path(run_dir) / "config.yaml"
+    return write_text(out, yaml.safe_dump(record, sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    """Convert paths, tuples and numpy scalars into YAML-friendly values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    return value
