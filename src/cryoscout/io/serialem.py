@@ -1,0 +1,258 @@
+"""SerialEM montages: an MRC stack of pieces plus its ``.mdoc``; read one, write one.
+
+SerialEM writes ``<stack>.mdoc`` beside ``<stack>`` (``LMM.mrc`` + ``LMM.mrc.mdoc``):
+global keys (``PixelSpacing`` in Å, ``ImageSize``, ``ImageFile``), one ``[ZValue = n]``
+section per piece (``PieceCoordinates = x y z`` in pixels, ``StagePosition`` in µm,
+optionally ``AlignedPieceCoords`` / ``AlignedPieceCoordsVS`` after blending) and a
+closing ``[MontSection = 0]``. The .mdoc is parsed with :mod:`mdocfile`.
+
+Orientation: piece coordinates are IMOD index coordinates of the full montage, whose
+y runs along the file's rows (IMOD shows row 0 at the bottom). mrcfile returns rows
+in file order, so a piece at ``(x, y)`` fills ``montage[y:y + ny, x:x + nx]`` of the
+array as mrcfile reads it: no flip is needed, and the writer keeps the same rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cryoscout.errors import InputError
+from cryoscout.io.atlas_source import AtlasSource, TileRecord
+from cryoscout.io.atomic import write_text
+
+STACK_SUFFIXES = (".mrc", ".st", ".map", ".mrcs")
+
+
+def mdoc_for(stack: Path) -> Path:
+    """The ``.mdoc`` SerialEM writes beside ``stack`` (``LMM.mrc`` -> ``LMM.mrc.mdoc``)."""
+    return stack.with_name(stack.name + ".mdoc")
+
+
+def _read_mdoc(path: Path):
+    import mdocfile
+
+    # mdocfile logs a warning for every key it does not model; they are harmless here.
+    logger = logging.getLogger("mdocfile")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return mdocfile.read(path)
+    except Exception as exc:  # mdocfile raises ValueError, KeyError, pydantic errors...
+        raise InputError(path, f"not a readable SerialEM .mdoc ({type(exc).__name__})") from None
+    finally:
+        logger.setLevel(level)
+
+
+def _column(df, name: str) -> list | None:
+    """Values of an mdoc key for every piece, or ``None`` when any piece lacks it."""
+    if name not in df.columns:
+        return None
+    values = df[name].tolist()
+    if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+        return None
+    return values
+
+
+def _first(df, name: str):
+    if name not in df.columns:
+        return None
+    values = [v for v in df[name].tolist() if v is not None and not _isnan(v)]
+    return values[0] if values else None
+
+
+def _isnan(v) -> bool:
+    return isinstance(v, float) and np.isnan(v)
+
+
+def _stack_for(mdoc: Path, image_file: str | None) -> Path:
+    stem = mdoc.with_suffix("")
+    if stem.suffix.lower() in STACK_SUFFIXES:
+        return stem
+    if image_file:
+        return mdoc.parent / str(image_file).replace("\\", "/").rsplit("/", 1)[-1]
+    return stem.with_name(stem.name + ".mrc")
+
+
+def _stack_shape(stack: Path) -> tuple[int, int] | None:
+    """``(nx, ny)`` from the MRC header; ``None`` when the stack is absent."""
+    if not stack.is_file():
+        return None
+    import mrcfile
+
+    try:
+        with mrcfile.open(stack, header_only=True, permissive=True) as mrc:
+            return int(mrc.header.nx), int(mrc.header.ny)
+    except Exception as exc:
+        raise InputError(stack, f"not a readable MRC file ({exc})") from None
+
+
+def read_serialem_montage(path: str | os.PathLike) -> AtlasSource:
+    """Read a SerialEM montage from its .mdoc (the stack itself need not exist).
+
+    Parameters
+    ----------
+    path
+        The ``.mdoc``, or the stack (``.mrc``/``.st``) with ``<stack>.mdoc`` beside it.
+
+    Returns
+    -------
+    AtlasSource
+        ``format="serialem"``; one :class:`TileRecord` per ``[ZValue]`` section
+        (``path`` = the stack, ``section`` = the Z value), placed at
+        ``AlignedPieceCoords`` (else ``AlignedPieceCoordsVS``, else ``PieceCoordinates``)
+        shifted so that the montage starts at pixel 0; stage positions in µm;
+        ``PixelSpacing`` in Å. The tile size is read from the stack's header when the
+        stack exists, else from ``ImageSize``.
+
+    Raises
+    ------
+    InputError
+        No .mdoc, an unreadable one, no pieces, or no tile size.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".mdoc":
+        mdoc = path
+    else:
+        mdoc = mdoc_for(path)
+        if not mdoc.is_file():
+            raise InputError(path, f"no SerialEM metadata {mdoc.name} beside the stack")
+    if not mdoc.is_file():
+        raise InputError(mdoc, "no such file")
+    df = _read_mdoc(mdoc)
+    if "ZValue" not in df.columns:
+        raise InputError(mdoc, "no [ZValue] sections: not an image .mdoc")
+    pieces = df[df["ZValue"].notna()].reset_index(drop=True)
+    if pieces.empty:
+        raise InputError(mdoc, "no [ZValue] sections: not an image .mdoc")
+    nominal = _column(pieces, "PieceCoordinates")
+    if nominal is None:
+        raise InputError(mdoc, "missing PieceCoordinates: not a montage .mdoc")
+    coords = _column(pieces, "AlignedPieceCoords") or _column(pieces, "AlignedPieceCoordsVS")
+    xy = np.array([c[:2] for c in (coords or nominal)], dtype=float)
+    xy -= xy.min(axis=0)  # aligned coordinates may start below 0
+
+    stack = path if path.suffix.lower() in STACK_SUFFIXES else None
+    stack = stack or _stack_for(mdoc, _first(df, "ImageFile"))
+    shape = _stack_shape(stack) or _first(df, "ImageSize")
+    if shape is None:
+        raise InputError(mdoc, "no ImageSize and no image stack: tile size unknown")
+    nx, ny = int(shape[0]), int(shape[1])
+
+    pixel = _first(pieces, "PixelSpacing") or _first(df, "PixelSpacing")
+    pixel_size = float(pixel) if pixel and float(pixel) > 0 and float(pixel) != 1.0 else None
+    stage = _column(pieces, "StagePosition")
+    tiles = [
+        TileRecord(
+            index=i,
+            path=stack,
+            x_px=float(xy[i, 0]),
+            y_px=float(xy[i, 1]),
+            width=nx,
+            height=ny,
+            stage_x_um=None if stage is None else float(stage[i][0]),
+            stage_y_um=None if stage is None else float(stage[i][1]),
+            section=int(pieces["ZValue"][i]),
+        )
+        for i in range(len(pieces))
+    ]
+    montage = (int(np.ceil(xy[:, 1].max())) + ny, int(np.ceil(xy[:, 0].max())) + nx)
+    return AtlasSource("serialem", mdoc, pixel_size, tiles, montage)
+
+
+def write_serialem_montage(
+    mrc_path: str | os.PathLike,
+    tiles: Sequence[np.ndarray],
+    positions_px: Sequence[tuple[float, float]],
+    pixel_size_A: float,
+    px_to_stage: np.ndarray,
+    magnification: float = 135.0,
+) -> Path:
+    """Write tiles as a SerialEM montage: an MRC stack and ``<stack>.mdoc``.
+
+    The .mdoc has the keys and layout of a real SerialEM 4 montage .mdoc (global
+    header, one ``[ZValue = n]`` section per piece, a closing ``[MontSection = 0]``).
+
+    Parameters
+    ----------
+    mrc_path
+        The stack to write (``.mrc``); the .mdoc goes to ``<mrc_path>.mdoc``.
+    tiles
+        2D arrays ``(ny, nx)``, all the same shape, as mrcfile will read them back.
+    positions_px
+        ``(x, y)`` top-left corner of each piece in montage pixels (rounded to whole
+        pixels, as ``PieceCoordinates`` are integers).
+    pixel_size_A
+        Pixel size in Å (``PixelSpacing``).
+    px_to_stage
+        ``(2, 3)`` affine, montage pixels -> stage µm; a piece's ``StagePosition`` is
+        the image of its centre pixel ``(x + (nx - 1) / 2, y + (ny - 1) / 2)``.
+    magnification
+        Nominal magnification written to the .mdoc.
+
+    Returns
+    -------
+    pathlib.Path
+        ``mrc_path``.
+    """
+    from cryoscout.io.mrc import write_mrc
+
+    mrc_path = Path(mrc_path)
+    stack = np.stack([np.asarray(t, dtype=np.float32) for t in tiles])
+    if len(stack) != len(positions_px):
+        raise ValueError(f"{len(stack)} tiles but {len(positions_px)} positions")
+    a = np.asarray(px_to_stage, dtype=float)
+    n, ny, nx = stack.shape
+    xy = np.rint(np.asarray(positions_px, dtype=float)).astype(int)
+
+    lines = [
+        f"PixelSpacing = {pixel_size_A:g}",
+        "Voltage = 300",
+        f"ImageFile = {mrc_path.name}",
+        f"ImageSize = {nx} {ny}",
+        "Montage = 1",
+        "DataMode = 2",
+        "",
+        "[T = SerialEM: cryoscout simulated montage]",
+        "",
+        "[T = Tilt axis angle = 0, binning = 1  spot = 7  camera = 0]",
+        "",
+    ]
+    for z in range(n):
+        x, y = xy[z]
+        sx, sy = a @ np.array([x + (nx - 1) / 2, y + (ny - 1) / 2, 1.0])
+        t = stack[z]
+        lines += [
+            f"[ZValue = {z}]",
+            f"PieceCoordinates = {x} {y} 0",
+            f"MinMaxMean = {t.min():g} {t.max():g} {t.mean():g}",
+            "TiltAngle = 0",
+            f"StagePosition = {sx:.6f} {sy:.6f}",
+            "StageZ = 0",
+            f"Magnification = {magnification:g}",
+            f"PixelSpacing = {pixel_size_A:g}",
+            "ImageShift = 0 0",
+            "RotationAngle = 0",
+            "ExposureTime = 1",
+            "Binning = 1",
+            "",
+        ]
+    span = xy.max(axis=0) + np.array([nx, ny])
+    frames = (len(np.unique(xy[:, 0])), len(np.unique(xy[:, 1])))
+    lines += [
+        "[MontSection = 0]",
+        "TiltAngle = 0",
+        "StagePosition = 0 0",
+        f"Magnification = {magnification:g}",
+        f"PixelSpacing = {pixel_size_A:g}",
+        f"FullMontSize = {span[0]} {span[1]}",
+        f"FullMontNumFrames = {frames[0]} {frames[1]}",
+        "",
+    ]
+    write_mrc(mrc_path, stack, pixel_size_A, stack=True)
+    write_text(mdoc_for(mrc_path), "\n".join(lines) + "\n")
+    return mrc_path
