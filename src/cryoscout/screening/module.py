@@ -1,0 +1,228 @@
+"""Lightning module: XCryoNet's three alternating training steps (manual optimisation).
+
+Each batch runs the paper's three steps in order:
+
+1. the feature networks, the primary and attribute classifiers and the primary
+   decoder, on the supervised losses of the primary and attribute branches plus
+   the primary reconstruction loss;
+2. only the attribute branches' feature networks and decoders, on their
+   reconstruction losses (the attention-weighted inputs are detached, so the
+   decoders do not shape the attention);
+3. only the fusion branch, on the supervised loss (features detached).
+
+Supervised losses use labeled squares only: a NaN label is masked out, so an
+unlabeled square (all NaN) or a partly labeled one contributes nothing to them.
+Reconstruction losses use every square in the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from cryoscout.screening.model import ATTRIBUTE_INDEX, XCryoNet
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries whose target is not NaN.
+
+    Parameters
+    ----------
+    pred, target
+        Tensors of the same shape; NaN in ``target`` marks a missing label.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar; 0 (still differentiable) when no target is present.
+    """
+    valid = ~torch.isnan(target)
+    if not bool(valid.any()):
+        return pred.sum() * 0.0
+    diff = pred[valid] - target[valid]
+    return (diff * diff).mean()
+
+
+def supervised_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's eq. 2: MSE over the four attributes + MSE over overall (masked).
+
+    Parameters
+    ----------
+    scores, labels
+        ``(b, 5)`` predictions and labels in :data:`~cryoscout.screening.model.SCORES` order.
+    """
+    return masked_mse(scores[:, :4], labels[:, :4]) + masked_mse(scores[:, 4], labels[:, 4])
+
+
+class XCryoNetModule(pl.LightningModule):
+    """Trains :class:`~cryoscout.screening.model.XCryoNet` with the three-step schedule.
+
+    Parameters
+    ----------
+    variant, size, width
+        Passed to :class:`~cryoscout.screening.model.XCryoNet`.
+    lr
+        Adam learning rate of each of the three optimisers.
+    """
+
+    def __init__(
+        self, variant: str = "xcryonet", size: int = 128, width: int = 16, lr: float = 1e-3
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = XCryoNet(variant, size, width)
+        self.lr = lr
+
+    def configure_optimizers(self):
+        groups = self.net.parameter_groups()
+        steps = ("step1", "step2", "step3")
+        return [torch.optim.Adam(groups[k], lr=self.lr) for k in steps if groups[k]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, 1, s, s) -> (b, 5)
+        return self.net(x, reconstruct="none").scores
+
+    # The three steps' losses, separate so that tests can check what each one updates.
+    def step1_loss(self, x: torch.Tensor, y: torch.Tensor):
+        """Step 1 loss: primary + attribute supervised losses and primary reconstruction.
+
+        Returns ``(loss, forward output, {name: loss term})``.
+        """
+        out = self.net(x, reconstruct="primary")
+        loss_sp = supervised_loss(out.primary_scores, y)
+        loss_up = torch.mean((out.primary_recon - x) ** 2)
+        loss_sa = torch.zeros((), device=x.device)
+        for name, i in ATTRIBUTE_INDEX.items():
+            if name in out.attribute_scores:
+                loss_sa = loss_sa + masked_mse(out.attribute_scores[name], y[:, i])
+        logs = {"loss_primary_sup": loss_sp, "loss_primary_rec": loss_up}
+        if self.net.variant == "xcryonet":
+            logs["loss_attr_sup"] = loss_sa
+        return loss_sp + loss_up + loss_sa, out, logs
+
+    def step2_loss(self, out):
+        """Step 2 loss: attribute reconstruction of the detached weighted inputs.
+
+        Returns ``(loss, {name: detached attribute feature maps})``.
+        """
+        loss = torch.zeros((), device=out.scores.device)
+        feats = {}
+        for name, branch in self.net.attribute_branches.items():
+            w = out.weighted[name].detach()  # (b, 1, s, s)
+            f = branch.features(w)  # (b, 2w, s/4, s/4)
+            feats[name] = f.detach()
+            loss = loss + torch.mean((branch.decoder(f) - w) ** 2)
+        return loss, feats
+
+    def step3_loss(self, out, feats: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Step 3 loss: the fusion branch's supervised loss on detached features."""
+        return supervised_loss(self.net.fuse(out.primary_features.detach(), feats), y)
+
+    def _step(self, opt, loss: torch.Tensor) -> None:
+        # Clearing every gradient first means an optimiser only ever sees this step's gradients.
+        self.net.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        x, y = batch  # (b, 1, s, s), (b, 5) with NaN for missing labels
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        loss1, out, logs = self.step1_loss(x, y)
+        self._step(opts[0], loss1)
+        if self.net.variant == "xcryonet":
+            loss2, feats = self.step2_loss(out)
+            self._step(opts[1], loss2)
+            loss3 = self.step3_loss(out, feats, y)
+            self._step(opts[2], loss3)
+            logs |= {"loss_attr_rec": loss2, "loss_fusion": loss3}
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in logs.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=x.shape[0],
+        )
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        scores = self.net(x, reconstruct="none").scores
+        err = torch.abs(scores.clamp(0, 4) - y)
+        self.log("val/mad_overall", torch.nanmean(err[:, 4]), batch_size=x.shape[0])
+        self.log("val/mad_mean", torch.nanmean(err), batch_size=x.shape[0], prog_bar=True)
+
+
+def fit(
+    module: XCryoNetModule,
+    train_set,
+    run_dir: str | os.PathLike,
+    epochs: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    val_set=None,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    resume: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> XCryoNetModule:
+    """Train ``module`` with a Lightning ``Trainer``: CPU, GPU, DDP and SLURM alike.
+
+    Lightning picks the cluster environment (SLURM included) and the
+    distributed strategy from ``accelerator``, ``devices`` and ``num_nodes``.
+
+    Parameters
+    ----------
+    module
+        The module to train (modified in place and returned).
+    train_set, val_set
+        Torch datasets of ``(image (1, s, s), labels (5,))``.
+    run_dir
+        Where ``metrics.csv`` and ``checkpoints/`` (``last.ckpt``) are written.
+    epochs, batch_size, seed
+        Schedule and the seed of every random choice (shuffling, initialisation).
+    accelerator, devices, num_nodes, precision
+        Passed to :class:`pytorch_lightning.Trainer`.
+    resume
+        A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``).
+    progress
+        Show Lightning's progress bar.
+    """
+    import warnings
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    run_dir = Path(run_dir)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    val_loader = DataLoader(val_set, batch_size=batch_size) if val_set is not None else None
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,
+        default_root_dir=run_dir,
+        logger=CSVLogger(save_dir=run_dir, name="", version=""),
+        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+    with warnings.catch_warnings():
+        # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful here.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(module, loader, val_loader, ckpt_path=None if resume is None else str(resume))
+    return module
