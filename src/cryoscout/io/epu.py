@@ -284,6 +284,10 @@ def read_epu_atlas(path: str | os.PathLike) -> AtlasSource:
     """
     file = _atlas_file(Path(path))
     root = _parse_xml(file, "EPU atlas")
+    if _local(root) == "EpuSessionXml":
+        ref = _descendant(root, "AtlasId")
+        hint = f" ({ref.text.strip()})" if ref is not None and ref.text else ""
+        raise InputError(file, f"an EPU session file, not an atlas: give its Atlas.dm{hint}")
     tiles_list = _descendant(root, "TilesEfficient")
     if tiles_list is None:
         raise InputError(file, "not an EPU atlas: missing Atlas/TilesEfficient")
