@@ -1,6 +1,86 @@
-"""Placeholder for `screen`; replaced by its implementation."""
+"""``cryoscout screen``: the main job, from atlas to ranked squares and targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
 
 
-def screen() -> None:
-    """Not built yet."""
-    raise NotImplementedError("screen")
+def screen(
+    input_path: Path | None = typer.Argument(
+        None,
+        metavar="INPUT",
+        help="EPU Atlas.dm (or its folder), SerialEM montage .mrc/.mdoc, or a stitched "
+        ".mrc/.tif/.png. Leave out with --example.",
+        show_default=False,
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder.", show_default=False),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Training run folder from 'cryoscout train'. Default: the model shipped "
+        "with cryoscout.",
+        show_default=False,
+    ),
+    top_k: int = typer.Option(20, "--top-k", "-k", min=0, help="Number of target squares."),
+    pixel_size: float | None = typer.Option(
+        None,
+        "--pixel-size",
+        min=0.0,
+        min_open=True,
+        help="Atlas pixel size in Å, overriding the file's header.",
+        show_default=False,
+    ),
+    size: int | None = typer.Option(
+        None,
+        "--size",
+        min=16,
+        help="Square size in pixels. Default: the model's input size.",
+        show_default=False,
+    ),
+    example: bool = typer.Option(
+        False,
+        "--example",
+        help="Simulate a built-in example atlas (EPU format, fixed seed) into "
+        "OUT/example_atlas and screen it.",
+    ),
+) -> None:
+    """Score and rank the grid squares of an atlas; write a report and SerialEM targets.
+
+    Extracts every grid square, scores it with the XCryoNet model (brightness,
+    squareness, cracking, contamination, overall on a 0-4 scale), ranks squares
+    by overall score and writes into OUT: scores.csv, report.html (open it in a
+    browser), targets.csv, targets.nav (SerialEM navigator, when the input has
+    stage positions), squares.mrcs, overview.png and config.yaml.
+
+    Examples:
+
+        $ cryoscout screen --example -o screen_example
+
+        $ cryoscout screen /data/grid3/Atlas.dm -o grid3_screen --top-k 30
+
+        $ cryoscout screen LMM.mrc -o lmm_screen --model runs/xcryonet_ss
+    """
+    from cryoscout.errors import InputError
+    from cryoscout.screening.screen import make_example_atlas
+    from cryoscout.screening.screen import screen as run_screen
+
+    if example and input_path is not None:
+        raise InputError("--example", "give either INPUT or --example, not both")
+    if not example and input_path is None:
+        raise InputError(None, "no INPUT given (or use --example for a built-in example atlas)")
+    if example:
+        input_path = make_example_atlas(out / "example_atlas")
+        typer.echo(f"simulated the example atlas: {input_path}", err=True)
+    result = run_screen(
+        input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size
+    )
+    n_full = int(result.scores["full"].sum()) if "full" in result.scores else len(result.scores)
+    typer.echo(
+        f"screened {len(result.scores)} squares ({n_full} full); "
+        f"{len(result.targets)} targets in {result.files['targets_csv']}"
+        + (f" and {result.files['targets_nav']}" if "targets_nav" in result.files else "")
+    )
+    typer.echo(f"report: {result.report}")

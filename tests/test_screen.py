@@ -1,0 +1,178 @@
+"""``cryoscout screen``: ranking, target export, outputs, and the main job end to end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoscout.io.atlas_source import Montage
+from cryoscout.screening.screen import SCORES, rank_squares, select_targets
+
+# ----------------------------------------------------------------- fakes
+
+
+def _squares_table(n: int, seed: int = 0, epu: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = pd.DataFrame(
+        {
+            "square_id": np.arange(n),
+            "x_px": rng.uniform(50, 950, n),
+            "y_px": rng.uniform(50, 950, n),
+            "full": (rng.random(n) > 0.25).astype(int),
+            "ncc": rng.uniform(0.5, 1.0, n),
+            "brightness": rng.uniform(0, 4, n),
+            "squareness": rng.uniform(0, 4, n),
+        }
+    )
+    t["stage_x_um"] = (t["x_px"] - 500) * 2.0
+    t["stage_y_um"] = (t["y_px"] - 500) * -2.0
+    if epu:
+        t["epu_square_id"] = 9_000_000 + np.arange(n) * 7
+    return t
+
+
+@dataclass
+class FakePredictions:
+    scores: pd.DataFrame
+    attention: dict = field(default_factory=dict)
+
+
+class FakeModel:
+    """Scores a square by its mean intensity: bright = good, so the truth is known."""
+
+    size = 32
+
+    def predict(self, stack: np.ndarray) -> FakePredictions:
+        m = stack.reshape(len(stack), -1).mean(axis=1)
+        overall = 4 * (m - m.min()) / max(m.max() - m.min(), 1e-9)
+        scores = pd.DataFrame({s: np.full(len(stack), 2.0) for s in SCORES})
+        scores["overall"] = overall
+        att = 1 / (1 + np.exp(-(stack - stack.mean())))
+        return FakePredictions(scores, {"cracking": att, "contamination": 1 - att})
+
+
+@dataclass
+class FakeExtraction:
+    table: pd.DataFrame
+    stack: np.ndarray
+    pixel_size_A: float | None = 5000.0
+
+
+def _fake_inputs(n: int = 30, seed: int = 1, stage: bool = True, epu: bool = False):
+    rng = np.random.default_rng(seed)
+    table = _squares_table(n, seed, epu=epu)
+    level = rng.uniform(0.2, 1.0, n)
+    stack = (level[:, None, None] + rng.normal(0, 0.02, (n, 32, 32))).astype(np.float32)
+    image = rng.normal(1.0, 0.1, (1000, 1000)).astype(np.float32)
+    affine = np.array([[2.0, 0.0, -1000.0], [0.0, -2.0, 1000.0]]) if stage else None
+    return FakeExtraction(table, stack), Montage(image, 5000.0, affine), level
+
+
+# --------------------------------------------------------------- ranking
+
+
+def test_ranks_are_a_permutation_with_full_squares_first():
+    table = _squares_table(40, seed=3)
+    rng = np.random.default_rng(4)
+    pred = pd.DataFrame(rng.uniform(0, 4, (40, 5)), columns=list(SCORES))
+    out = rank_squares(table, pred)
+    assert sorted(out["rank"]) == list(range(1, 41))
+    n_full = int(table["full"].sum())
+    assert (out.loc[out["full"] == 1, "rank"] <= n_full).all()
+    full = out[out["full"] == 1].sort_values("rank")
+    assert full["overall"].is_monotonic_decreasing
+    # automatic labels kept under new names, predictions under the score names
+    np.testing.assert_allclose(out["auto_brightness"], table["brightness"])
+    np.testing.assert_allclose(out["brightness"], pred["brightness"])
+    assert list(out.columns[: len(table.columns)]) == [
+        {"brightness": "auto_brightness", "squareness": "auto_squareness"}.get(c, c)
+        for c in table.columns
+    ]
+
+
+def test_ties_are_broken_reproducibly_by_square_id():
+    table = _squares_table(6, seed=5).assign(full=1)
+    pred = pd.DataFrame({s: np.full(6, 2.0) for s in SCORES})
+    out = rank_squares(table, pred)
+    assert list(out.sort_values("rank")["square_id"]) == list(range(6))
+
+
+def test_mismatched_predictions_are_refused():
+    with pytest.raises(ValueError):
+        rank_squares(_squares_table(5), pd.DataFrame({s: np.zeros(4) for s in SCORES}))
+
+
+def test_targets_are_the_best_full_squares_with_labels():
+    table = _squares_table(30, seed=6, epu=True)
+    rng = np.random.default_rng(7)
+    pred = pd.DataFrame(rng.uniform(0, 4, (30, 5)), columns=list(SCORES))
+    scores = rank_squares(table, pred)
+    targets = select_targets(scores, 5)
+    assert len(targets) == 5
+    assert list(targets["rank"]) == [1, 2, 3, 4, 5]
+    full = scores[scores["full"] == 1]
+    assert set(targets["square_id"]) == set(full.nlargest(5, "overall")["square_id"])
+    assert targets["label"].iloc[0] == f"R01-GS{targets['epu_square_id'].iloc[0]}"
+    # more targets asked than full squares: only full ones come back
+    assert len(select_targets(scores, 1000)) == len(full)
+
+
+# ----------------------------------------------------- outputs (fake model)
+
+
+def _outputs(tmp_path, **kw):
+    pytest.importorskip("cryoscout.report.overview")
+    from cryoscout.io.navigator import read_navigator
+    from cryoscout.screening.screen import screen_extraction
+
+    extraction, montage, level = _fake_inputs(**kw)
+    result = screen_extraction(
+        extraction, montage, FakeModel(), tmp_path / "out", top_k=5, input_path="fake.mrc"
+    )
+    return result, extraction, level, read_navigator
+
+
+def test_screen_writes_all_outputs_and_ranks_by_the_model(tmp_path):
+    _, extraction, level, read_navigator = _outputs(tmp_path)
+    out = tmp_path / "out"
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "scores.csv",
+        "squares.mrcs",
+        "report.html",
+        "targets.csv",
+        "targets.nav",
+        "overview.png",
+        "config.yaml",
+    }
+    scores = pd.read_csv(out / "scores.csv")
+    assert sorted(scores["rank"]) == list(range(1, len(scores) + 1))
+    for col in ("auto_brightness", "auto_squareness", *SCORES, "rank"):
+        assert col in scores
+    # the fake model ranks bright squares best: the best full square is the brightest
+    full = scores["full"] == 1
+    assert (
+        scores.loc[scores["rank"] == 1, "square_id"].item()
+        == (extraction.table.loc[full, "square_id"].to_numpy()[np.argmax(level[full])])
+    )
+    targets = pd.read_csv(out / "targets.csv")
+    assert len(targets) == 5 and (targets["rank"] == [1, 2, 3, 4, 5]).all()
+    items = read_navigator(out / "targets.nav")
+    assert len(items) == 5
+    xyz = np.array([[float(v) for v in it["StageXYZ"].split()] for it in items])
+    np.testing.assert_allclose(xyz[:, 0], targets["stage_x_um"], atol=1e-3)
+    np.testing.assert_allclose(xyz[:, 1], targets["stage_y_um"], atol=1e-3)
+    html = (out / "report.html").read_text()
+    assert html.count("<tr") == len(scores) + 1
+    assert not list(out.glob(".*partial*"))
+
+
+def test_no_navigator_without_stage_positions(tmp_path):
+    result, *_ = _outputs(tmp_path, stage=False)
+    out = tmp_path / "out"
+    assert not (out / "targets.nav").exists()
+    assert "targets_nav" not in result.files
+    assert (out / "targets.csv").exists()
