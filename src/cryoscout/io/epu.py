@@ -245,11 +245,10 @@ def _tile_pixel_size(tile: TileRecord) -> float | None:
 def _image_width(path: Path) -> int | None:
     if not path.is_file() or path.suffix.lower() != ".mrc":
         return None
-    import mrcfile
+    from cryoscout.io.images import mrc_header
 
     try:
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            return int(mrc.header.nx)
+        return int(mrc_header(path).nx)
     except Exception:  # an unreadable tile is reported when its pixels are loaded
         return None
 

@@ -21,6 +21,16 @@ PNG_SUFFIXES = (".png",)
 IMAGE_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + PNG_SUFFIXES
 
 
+def mrc_header(path: Path):
+    """The header of an MRC file (a copy), read without warnings for vendor quirks."""
+    import mrcfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd machine stamps etc. from microscope software
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            return mrc.header.copy()
+
+
 def _to_2d(data: np.ndarray, path: Path) -> np.ndarray:
     """A 2D float32 image; a single-section stack is squeezed, RGB(A) made gray."""
     arr = np.asarray(data)
@@ -113,13 +123,10 @@ def _image_shape(path: Path) -> tuple[int, int]:
     suffix = path.suffix.lower()
     try:
         if suffix in MRC_SUFFIXES:
-            import mrcfile
-
-            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-                h = mrc.header
-                if int(h.nz) > 1 and int(h.ispg) != 0:
-                    raise InputError(path, f"a volume of {int(h.nz)} sections, not one image")
-                return int(h.ny), int(h.nx)
+            h = mrc_header(path)
+            if int(h.nz) > 1:
+                raise InputError(path, f"{int(h.nz)} sections, not one image")
+            return int(h.ny), int(h.nx)
         if suffix in PNG_SUFFIXES:
             from PIL import Image
 
@@ -180,10 +187,8 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
 def _header_pixel_size(path: Path) -> float | None:
     suffix = path.suffix.lower()
     if suffix in MRC_SUFFIXES:
-        import mrcfile
-
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            voxel = float(mrc.voxel_size.x)
+        h = mrc_header(path)
+        voxel = float(h.cella.x) / max(int(h.mx), 1)
         return None if voxel <= 0 or abs(voxel - 1.0) < 1e-6 else voxel
     if suffix in TIFF_SUFFIXES:
         import tifffile

@@ -82,11 +82,11 @@ def _stack_shape(stack: Path) -> tuple[int, int] | None:
     """``(nx, ny)`` from the MRC header; ``None`` when the stack is absent."""
     if not stack.is_file():
         return None
-    import mrcfile
+    from cryoscout.io.images import mrc_header
 
     try:
-        with mrcfile.open(stack, header_only=True, permissive=True) as mrc:
-            return int(mrc.header.nx), int(mrc.header.ny)
+        header = mrc_header(stack)
+        return int(header.nx), int(header.ny)
     except Exception as exc:
         raise InputError(stack, f"not a readable MRC file ({exc})") from None
 
