@@ -1,0 +1,201 @@
+"""MP-NMS: particle centres from a segmentation by mean pooling and max-pooling NMS.
+
+After DeepETPicker: binarize the prediction per class, mean-pool it a few times (kernel
+about the particle size, stride 1, same padding) so each blob peaks at its centre, max-pool
+the result and keep the voxels where the max equals the mean-pooled value and exceeds a
+threshold; finally merge picks closer than a minimum distance, keeping the higher score.
+
+The pooling runs in torch on the input's device (CPU or GPU). Box sums are computed
+separably (three 1D poolings) and as *sums* in float64, so values are exact integers and
+the max-equals-mean test has no rounding ties to lose; the score is the pooled mean in
+[0, 1] (the fraction of the neighbourhood the segmentation fills, after smoothing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PICK_COLUMNS = ["class", "x", "y", "z", "score"]
+
+
+def _box_sum(v, k: int):
+    """Sum over a ``k^3`` cube with zero padding (same size): three 1D poolings."""
+    import torch.nn.functional as F
+
+    p = k // 2
+    # avg_pool3d with divisor_override=1 returns sums; padding counts as zeros.
+    v = F.avg_pool3d(v, (k, 1, 1), stride=1, padding=(p, 0, 0), divisor_override=1)
+    v = F.avg_pool3d(v, (1, k, 1), stride=1, padding=(0, p, 0), divisor_override=1)
+    return F.avg_pool3d(v, (1, 1, k), stride=1, padding=(0, 0, p), divisor_override=1)
+
+
+def _box_max(v, k: int):
+    """Max over a ``k^3`` cube (padding ignored): max is separable too."""
+    import torch.nn.functional as F
+
+    p = k // 2
+    v = F.max_pool3d(v, (k, 1, 1), stride=1, padding=(p, 0, 0))
+    v = F.max_pool3d(v, (1, k, 1), stride=1, padding=(0, p, 0))
+    return F.max_pool3d(v, (1, 1, k), stride=1, padding=(0, 0, p))
+
+
+def pooled_maxima(mask, kernel: int, n_pool: int, threshold: float):
+    """Candidate centres of one binary mask: ``(z, y, x)`` indices and scores.
+
+    Parameters
+    ----------
+    mask
+        ``(z, y, x)`` torch bool/float tensor (1 inside the segmentation).
+    kernel
+        Odd pooling kernel size (voxels).
+    n_pool
+        Number of mean-pooling passes.
+    threshold
+        Keep maxima whose pooled mean exceeds this (0-1).
+
+    Returns
+    -------
+    idx : torch.Tensor
+        ``(n, 3)`` int64 ``(z, y, x)``.
+    score : torch.Tensor
+        ``(n,)`` float64 pooled means.
+    """
+    import torch
+
+    v = mask.to(torch.float64)[None, None]
+    for _ in range(n_pool):
+        v = _box_sum(v, kernel)
+    hmax = _box_max(v, kernel)
+    norm = float(kernel) ** (3 * n_pool)
+    keep = (hmax == v) & (v > threshold * norm)
+    idx = torch.nonzero(keep[0, 0])
+    return idx, v[0, 0][keep[0, 0]] / norm
+
+
+def merge_close(points: np.ndarray, scores: np.ndarray, min_distance: float) -> np.ndarray:
+    """Greedy merge: keep the highest-scoring point, drop others within ``min_distance``.
+
+    Parameters
+    ----------
+    points
+        ``(n, d)`` coordinates.
+    scores
+        ``(n,)`` scores.
+    min_distance
+        Points closer than this (strictly) to a kept, better point are dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices of the kept points, best first.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(points) == 0 or min_distance <= 0:
+        return np.argsort(-scores, kind="stable")
+    # Ties broken by position so results do not depend on input order.
+    order = np.lexsort((*points.T[::-1], -scores))
+    tree = cKDTree(points)
+    removed = np.zeros(len(points), bool)
+    kept = []
+    for i in order:
+        if removed[i]:
+            continue
+        kept.append(i)
+        for j in tree.query_ball_point(points[i], r=min_distance - 1e-9):
+            removed[j] = True
+    return np.asarray(kept, dtype=np.int64)
+
+
+def mp_nms(
+    prob_or_classes,
+    radius: float | dict[int, float],
+    threshold: float = 0.1,
+    n_pool: int = 2,
+    kernel: int | dict[int, int] | None = None,
+    min_distance: float | dict[int, float] | None = None,
+    prob_threshold: float | None = None,
+    classes: list[int] | None = None,
+    device=None,
+) -> pd.DataFrame:
+    """Particle centres from a segmentation by MP-NMS.
+
+    Parameters
+    ----------
+    prob_or_classes
+        Either a ``(z, y, x)`` integer class map (0 = background) or a ``(C, z, y, x)``
+        float probability volume whose channel 0 is the background and channel ``c`` is
+        class ``c`` (softmax output). numpy array or torch tensor.
+    radius
+        Particle radius in voxels (one value, or ``{class: radius}``).
+    threshold
+        Minimum pooled mean (0-1) for a maximum to count as a pick.
+    n_pool
+        Mean-pooling passes.
+    kernel
+        Pooling kernel (odd); default ``2 * round(radius) + 1`` per class.
+    min_distance
+        Merge picks closer than this (voxels); default ``radius``; 0 disables merging.
+    prob_threshold
+        For probability input: binarize ``prob[c] > prob_threshold`` instead of
+        ``argmax == c``.
+    classes
+        Classes to pick; default every non-background class present.
+    device
+        torch device; default the input tensor's device (CPU for numpy input).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``class, x, y, z, score`` (voxels; score = pooled mean), sorted by class then score.
+    """
+    import torch
+
+    t = torch.as_tensor(prob_or_classes)
+    if device is not None:
+        t = t.to(device)
+    if t.ndim == 4 and t.is_floating_point():
+        n_channels = t.shape[0]
+        class_map = None if prob_threshold is not None else torch.argmax(t, dim=0)
+        wanted = classes if classes is not None else list(range(1, n_channels))
+    elif t.ndim == 3:
+        class_map = t.to(torch.int64)
+        present = torch.unique(class_map).tolist()
+        wanted = classes if classes is not None else [int(c) for c in present if c > 0]
+    else:
+        raise ValueError("expected a (z, y, x) class map or a (C, z, y, x) probability volume")
+
+    def per_class(value, c, default):
+        return value.get(c, default) if isinstance(value, dict) else value
+
+    frames = []
+    for c in wanted:
+        r = float(per_class(radius, c, None) or 0)
+        if r <= 0:
+            raise ValueError(f"no positive radius for class {c}")
+        k = per_class(kernel, c, None) or 2 * round(r) + 1
+        k = int(k) | 1  # odd, so "same" padding keeps the grid
+        md = per_class(min_distance, c, None)
+        md = r if md is None else float(md)
+        if class_map is not None:
+            mask = class_map == c
+        else:
+            mask = t[c] > prob_threshold
+        if not bool(mask.any()):
+            continue
+        idx, score = pooled_maxima(mask, k, n_pool, threshold)
+        pts = idx.cpu().numpy().astype(np.float64)
+        sc = score.cpu().numpy()
+        keep = merge_close(pts, sc, md)
+        pts, sc = pts[keep], sc[keep]
+        frames.append(
+            pd.DataFrame({"class": c, "x": pts[:, 2], "y": pts[:, 1], "z": pts[:, 0], "score": sc})
+        )
+    if not frames:
+        return pd.DataFrame({col: pd.Series(dtype=float) for col in PICK_COLUMNS}).astype(
+            {"class": int}
+        )
+    out = pd.concat(frames, ignore_index=True)
+    out["class"] = out["class"].astype(int)
+    return out.sort_values(["class", "score"], ascending=[True, False], ignore_index=True)

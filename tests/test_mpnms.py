@@ -1,0 +1,115 @@
+"""MP-NMS against a plain brute-force reference, and on blobs with known centres."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryoscout.picking.mpnms import merge_close, mp_nms
+
+
+def _brute_force(mask: np.ndarray, k: int, n_pool: int, threshold: float):
+    """Loop over voxels: box sums with zero padding, then the cube max; keep equal & > thr."""
+    p = k // 2
+    v = mask.astype(np.int64)
+    nz, ny, nx = v.shape
+    for _ in range(n_pool):
+        s = np.zeros_like(v)
+        for z in range(nz):
+            for y in range(ny):
+                for x in range(nx):
+                    s[z, y, x] = v[
+                        max(0, z - p) : z + p + 1,
+                        max(0, y - p) : y + p + 1,
+                        max(0, x - p) : x + p + 1,
+                    ].sum()
+        v = s
+    out = set()
+    norm = k ** (3 * n_pool)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                m = v[
+                    max(0, z - p) : z + p + 1, max(0, y - p) : y + p + 1, max(0, x - p) : x + p + 1
+                ].max()
+                if v[z, y, x] == m and v[z, y, x] > threshold * norm:
+                    out.add((x, y, z))
+    return out
+
+
+@pytest.mark.parametrize("seed,k,n_pool", [(0, 3, 1), (1, 3, 2), (2, 5, 1)])
+def test_mp_nms_equals_brute_force(seed, k, n_pool):
+    rng = np.random.default_rng(seed)
+    # Random blobs plus salt noise: many plateaus and ties, the hard case for equality.
+    mask = rng.random((9, 11, 10)) < 0.15
+    mask[2:6, 3:7, 2:5] = True
+    want = _brute_force(mask, k, n_pool, threshold=0.05)
+    picks = mp_nms(
+        mask.astype(np.int64),
+        radius=k // 2,
+        kernel=k,
+        n_pool=n_pool,
+        threshold=0.05,
+        min_distance=0,
+    )
+    got = set(zip(picks.x.astype(int), picks.y.astype(int), picks.z.astype(int), strict=True))
+    assert got == want
+    assert len(want) > 0
+
+
+def _ball(shape, centre, r):
+    z, y, x = np.indices(shape)
+    return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= r * r
+
+
+def test_balls_give_their_centres_per_class():
+    shape = (40, 48, 48)
+    classes = np.zeros(shape, np.int64)
+    truth = {1: [(10, 10, 10), (30, 12, 25)], 2: [(20, 35, 20), (38, 38, 30)]}
+    for c, centres in truth.items():
+        for ctr in centres:
+            classes[_ball(shape, ctr, 5)] = c
+    picks = mp_nms(classes, radius=5, threshold=0.1)
+    for c, centres in truth.items():
+        got = picks[picks["class"] == c][["x", "y", "z"]].to_numpy()
+        assert len(got) == len(centres)
+        for ctr in centres:
+            assert np.min(np.linalg.norm(got - np.array(ctr), axis=1)) <= 1.0
+    assert picks.score.between(0, 1).all()
+
+
+def test_probability_input_matches_class_map():
+    shape = (24, 24, 24)
+    classes = np.zeros(shape, np.int64)
+    classes[_ball(shape, (8, 8, 8), 4)] = 1
+    classes[_ball(shape, (16, 16, 16), 4)] = 2
+    prob = np.stack([classes == c for c in range(3)]).astype(np.float32) * 0.8 + 0.1
+    a = mp_nms(classes, radius=4)
+    b = mp_nms(prob, radius=4)
+    c = mp_nms(prob, radius=4, prob_threshold=0.5)
+    for other in (b, c):
+        assert a[["class", "x", "y", "z"]].equals(other[["class", "x", "y", "z"]])
+
+
+def test_merge_keeps_higher_score():
+    pts = np.array([[0.0, 0, 0], [0, 0, 2], [0, 0, 10]])
+    kept = merge_close(pts, np.array([0.5, 0.9, 0.1]), min_distance=3)
+    assert kept.tolist() == [1, 2]
+
+
+def test_empty_prediction_gives_empty_table():
+    picks = mp_nms(np.zeros((8, 8, 8), np.int64), radius=2)
+    assert list(picks.columns) == ["class", "x", "y", "z", "score"]
+    assert len(picks) == 0
+
+
+def test_runs_on_cuda_when_present():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    shape = (24, 24, 24)
+    classes = np.zeros(shape, np.int64)
+    classes[_ball(shape, (12, 12, 12), 4)] = 1
+    gpu = mp_nms(torch.as_tensor(classes, device="cuda"), radius=4)
+    cpu = mp_nms(classes, radius=4)
+    assert gpu.equals(cpu)
