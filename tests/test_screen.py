@@ -176,3 +176,77 @@ def test_no_navigator_without_stage_positions(tmp_path):
     assert not (out / "targets.nav").exists()
     assert "targets_nav" not in result.files
     assert (out / "targets.csv").exists()
+
+
+# ------------------------------------------- real model file, command line
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """An untrained XCryoNet saved as a run folder: right format, arbitrary scores."""
+    import torch
+
+    from cryoscout.screening.model import XCryoNet
+    from cryoscout.screening.predict import save_model
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_model(run / "model.pt", XCryoNet("xcryonet", size=32, width=4), "atlas")
+    return run
+
+
+def test_screen_with_a_saved_model_writes_attention_overlays(tmp_path, tiny_model):
+    pytest.importorskip("cryoscout.report.overview")
+    from cryoscout.screening.predict import load_model
+    from cryoscout.screening.screen import screen_extraction
+
+    extraction, montage, _ = _fake_inputs(n=12)
+    result = screen_extraction(
+        extraction, montage, load_model(tiny_model), tmp_path / "out", top_k=3, detail_k=2
+    )
+    assert sorted(result.scores["rank"]) == list(range(1, 13))
+    assert result.scores[list(SCORES)].to_numpy().min() >= 0
+    html = result.report.read_text()
+    assert html.count("cracking attention") == 4 and html.count("contamination attention") == 4
+
+
+@pytest.mark.parametrize("content", [b"not a torch file", b""])
+def test_corrupt_model_is_one_line_error_and_writes_nothing(tmp_path, run_cli, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    img = tmp_path / "atlas.png"
+    img.write_bytes(b"\x89PNG")
+    res = run_cli("screen", img, "-o", tmp_path / "out", "--model", bad)
+    assert res.code == 1
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and "bad.pt" in lines[0] and "Traceback" not in res.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_of_another_version_is_refused(tmp_path, run_cli, tiny_model):
+    import torch
+
+    record = torch.load(tiny_model / "model.pt", weights_only=True)
+    record["format_version"] = 999
+    torch.save(record, tmp_path / "future.pt")
+    res = run_cli(
+        "screen", tmp_path / "x.mrc", "-o", tmp_path / "out", "--model", tmp_path / "future.pt"
+    )
+    assert res.code == 1 and "version" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, run_cli, tiny_model):
+    pytest.importorskip("cryoscout.atlas.extract")
+    bad = tmp_path / "broken.mrc"
+    bad.write_bytes(b"\x00" * 100)
+    res = run_cli("screen", bad, "-o", tmp_path / "out", "--model", tiny_model)
+    assert res.code == 1
+    assert len(res.err.strip().splitlines()) == 1 and "broken.mrc" in res.err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_input_or_example_is_required(tmp_path, run_cli):
+    res = run_cli("screen", "-o", tmp_path / "out")
+    assert res.code != 0 and "INPUT" in res.err and len(res.err.strip().splitlines()) == 1
+    res = run_cli("screen", "-o", tmp_path / "out", "--top-k", "-1", "--example")
+    assert res.code == 2

@@ -28,8 +28,6 @@ def screen(
     pixel_size: float | None = typer.Option(
         None,
         "--pixel-size",
-        min=0.0,
-        min_open=True,
         help="Atlas pixel size in Å, overriding the file's header.",
         show_default=False,
     ),
@@ -67,6 +65,8 @@ def screen(
     from cryoscout.screening.screen import make_example_atlas
     from cryoscout.screening.screen import screen as run_screen
 
+    if pixel_size is not None and pixel_size <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--pixel-size")
     if example and input_path is not None:
         raise InputError("--example", "give either INPUT or --example, not both")
     if not example and input_path is None:

@@ -190,9 +190,6 @@ def screen(
     InputError
         For an input, model or option a user can fix.
     """
-    from cryoscout.atlas.extract import extract_squares
-    from cryoscout.atlas.stitch import stitch
-    from cryoscout.io.atlas_reader import open_atlas
     from cryoscout.screening.predict import load_model
 
     if top_k < 0:
@@ -203,6 +200,11 @@ def screen(
     # The model first: a corrupt or incompatible model fails before minutes of extraction.
     model = load_model(model_dir)
     size = size or _model_size(model)
+
+    from cryoscout.atlas.extract import extract_squares
+    from cryoscout.atlas.stitch import stitch
+    from cryoscout.io.atlas_reader import open_atlas
+
     log.info("reading %s", input_path)
     source = open_atlas(input_path, pixel_size_A=pixel_size_A)
     montage = stitch(source)
