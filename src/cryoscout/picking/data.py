@@ -1,0 +1,277 @@
+"""Training patches for the picking network: normalisation, sampling, augmentation.
+
+Patches are cubes (default 72³, smaller such as 32³ or 48³ for CPU runs). A
+fraction ``background_fraction`` of them are taken at random positions; the
+others are centred on an annotated particle, moved by a random jitter of up to
+a quarter of the patch side so that particles are not always in the middle.
+Every patch is then augmented: mirroring of each axis, a 90° rotation in the
+xy plane, a small rotation about a random axis with isotropic scaling
+(``scipy.ndimage.affine_transform``; linear for the image, nearest for labels)
+and intensity jitter (gain, offset, Gaussian noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cryoscout.picking.labels import tball_labels
+
+NORMALIZATION = {"method": "standardize", "clip": 5.0}
+
+
+def tomogram_stats(volume: np.ndarray, max_samples: int = 2_000_000) -> tuple[float, float]:
+    """Mean and standard deviation of a tomogram from a strided subsample.
+
+    A stride keeps memory-mapped tomograms from being read whole.
+
+    Returns
+    -------
+    mean, std : float
+    """
+    step = max(1, int(np.ceil((volume.size / max_samples) ** (1 / 3))))
+    sample = np.asarray(volume[::step, ::step, ::step], dtype=np.float64)
+    std = float(sample.std())
+    return float(sample.mean()), std if std > 0 else 1.0
+
+
+def normalize(block: np.ndarray, mean: float, std: float, clip: float | None = 5.0) -> np.ndarray:
+    """Standardise ``block`` with the tomogram's statistics and clip outliers (gold, ice).
+
+    Returns a new float32 array; the input is not modified.
+    """
+    out = (np.asarray(block, dtype=np.float32) - np.float32(mean)) / np.float32(std)
+    if clip is not None:
+        np.clip(out, -clip, clip, out=out)
+    return out
+
+
+@dataclass
+class TrainingTomogram:
+    """One tomogram ready for patch sampling.
+
+    Attributes
+    ----------
+    volume
+        ``(z, y, x)`` float32, normalised.
+    labels
+        ``(z, y, x)`` uint8 TBall-M labels.
+    centres
+        ``(n, 3)`` annotated centres as ``(z, y, x)`` voxels.
+    """
+
+    volume: np.ndarray
+    labels: np.ndarray
+    centres: np.ndarray
+
+
+def prepare_tomogram(
+    volume: np.ndarray,
+    particles: pd.DataFrame,
+    radius: float | dict[int, float],
+    clip: float | None = 5.0,
+) -> TrainingTomogram:
+    """Normalise a tomogram and paint its TBall-M labels.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` tomogram (may be memory-mapped; it is read once).
+    particles
+        ``class, x, y, z`` table of annotated centres (voxels).
+    radius
+        Label radius in voxels, one number or ``{class: r}``.
+    clip
+        Clip the standardised values at ``±clip``.
+    """
+    mean, std = tomogram_stats(volume)
+    vol = normalize(volume, mean, std, clip)
+    labels = tball_labels(vol.shape, particles, radius)
+    centres = particles[["z", "y", "x"]].to_numpy(dtype=float).reshape(-1, 3)
+    return TrainingTomogram(vol, labels, centres)
+
+
+def crop(volume: np.ndarray, centre: np.ndarray, size: int, fill: float = 0.0) -> np.ndarray:
+    """Cube of side ``size`` centred on integer ``centre`` (z, y, x), padded with ``fill``."""
+    start = np.asarray(centre, dtype=int) - size // 2
+    out = np.full((size, size, size), fill, dtype=volume.dtype)
+    src = []
+    dst = []
+    for s, n in zip(start, volume.shape, strict=True):
+        lo, hi = max(s, 0), min(s + size, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues)."""
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+@dataclass
+class Augmentation:
+    """Augmentation settings (all on by default).
+
+    Attributes
+    ----------
+    mirror
+        Flip each axis with probability 1/2.
+    rot90
+        Rotate by a random multiple of 90° in the xy plane.
+    max_angle_deg
+        Small rotation about a random axis, uniformly up to this angle.
+    scale
+        Isotropic scaling range ``(lo, hi)``.
+    gain, offset, noise
+        Intensity jitter: ``x * U(1-gain, 1+gain) + U(-offset, offset) + N(0, noise)``.
+    """
+
+    mirror: bool = True
+    rot90: bool = True
+    max_angle_deg: float = 15.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    gain: float = 0.2
+    offset: float = 0.2
+    noise: float = 0.1
+
+
+def augment(
+    image: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    aug: Augmentation,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augment a cube cropped with a margin and cut it to ``size`` at its centre.
+
+    Parameters
+    ----------
+    image, labels
+        ``(m, m, m)`` cubes with ``m >= size`` (the margin gives the rotation room).
+    size
+        Output side.
+    aug
+        Settings.
+    rng
+        Random generator.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``(size, size, size)`` float32.
+    labels : numpy.ndarray
+        ``(size, size, size)`` int64.
+    """
+    from scipy.ndimage import affine_transform
+
+    m = image.shape[0]
+    if aug.max_angle_deg > 0 or aug.scale != (1.0, 1.0):
+        angle = np.deg2rad(rng.uniform(-aug.max_angle_deg, aug.max_angle_deg))
+        scale = rng.uniform(*aug.scale)
+        matrix = _rotation(rng.normal(size=3), angle) / scale
+        # Output voxel o samples input voxel matrix @ (o - c_out) + c_in.
+        c_out = np.full(3, (size - 1) / 2)
+        c_in = np.full(3, (m - 1) / 2)
+        offset = c_in - matrix @ c_out
+        image = affine_transform(image, matrix, offset, (size,) * 3, order=1, mode="nearest")
+        labels = affine_transform(labels, matrix, offset, (size,) * 3, order=0, mode="constant")
+    else:
+        lo = (m - size) // 2
+        image = image[lo : lo + size, lo : lo + size, lo : lo + size]
+        labels = labels[lo : lo + size, lo : lo + size, lo : lo + size]
+    if aug.rot90:
+        k = int(rng.integers(4))
+        image, labels = np.rot90(image, k, axes=(1, 2)), np.rot90(labels, k, axes=(1, 2))
+    if aug.mirror:
+        for ax in range(3):
+            if rng.random() < 0.5:
+                image, labels = np.flip(image, ax), np.flip(labels, ax)
+    image = image * rng.uniform(1 - aug.gain, 1 + aug.gain) + rng.uniform(-aug.offset, aug.offset)
+    if aug.noise > 0:
+        image = image + rng.normal(0, aug.noise, image.shape)
+    return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(labels, np.int64)
+
+
+class PatchDataset:
+    """Random training patches from one or more tomograms (a map-style torch dataset).
+
+    Item ``i`` of epoch ``e`` is drawn with a generator seeded by ``(seed, e, i)``,
+    so runs repeat exactly and data-loader workers do not share random streams.
+
+    Parameters
+    ----------
+    tomograms
+        Prepared tomograms.
+    patch_size
+        Patch side in voxels.
+    samples_per_epoch
+        Number of patches per epoch.
+    background_fraction
+        Share of patches taken at random positions instead of on a particle.
+    augmentation
+        Settings, or ``None`` for none (validation).
+    seed
+        Base seed.
+    """
+
+    def __init__(
+        self,
+        tomograms: list[TrainingTomogram],
+        patch_size: int = 72,
+        samples_per_epoch: int = 64,
+        background_fraction: float = 0.25,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not tomograms:
+            raise ValueError("no tomograms")
+        self.tomograms = tomograms
+        self.patch_size = int(patch_size)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.background_fraction = float(background_fraction)
+        self.augmentation = augmentation
+        self.seed = int(seed)
+        self.epoch = 0
+        n = np.array([len(t.centres) for t in tomograms], dtype=float)
+        self._particle_weights = n / n.sum() if n.sum() > 0 else None
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, i: int):
+        import torch
+
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        size = self.patch_size
+        on_particle = self._particle_weights is not None and (
+            rng.random() >= self.background_fraction
+        )
+        if on_particle:
+            t = self.tomograms[rng.choice(len(self.tomograms), p=self._particle_weights)]
+            centre = t.centres[rng.integers(len(t.centres))]
+            centre = np.rint(centre + rng.uniform(-size / 4, size / 4, 3)).astype(int)
+        else:
+            t = self.tomograms[rng.integers(len(self.tomograms))]
+            centre = np.array([rng.integers(n) for n in t.volume.shape])
+        if self.augmentation is None:
+            image = crop(t.volume, centre, size)
+            labels = crop(t.labels, centre, size).astype(np.int64)
+        else:
+            # A margin of ~22% leaves room for a 15° rotation and 0.9x scaling of the cube.
+            m = size + 2 * int(np.ceil(0.22 * size))
+            image, labels = augment(
+                crop(t.volume, centre, m),
+                crop(t.labels, centre, m),
+                size,
+                self.augmentation,
+                rng,
+            )
+        return torch.from_numpy(image)[None], torch.from_numpy(np.asarray(labels, np.int64))
