@@ -367,7 +367,7 @@ def _model_name(model: Any, model_dir: str | os.PathLike | None) -> str:
 EXAMPLE_SEED = 7
 
 
-def make_example_atlas(out_dir: str | os.PathLike) -> Path:
+def make_example_atlas(out_dir: str | os.PathLike, seed: int = EXAMPLE_SEED) -> Path:
     """Simulate the built-in example atlas (EPU format, fixed seed) into ``out_dir``.
 
     Small enough to simulate and screen in well under a minute on two CPU cores,
@@ -377,6 +377,8 @@ def make_example_atlas(out_dir: str | os.PathLike) -> Path:
     ----------
     out_dir
         Folder for the atlas (created); it also receives the simulator's ``truth.csv``.
+    seed
+        Simulation seed; the example is always the same atlas by default.
 
     Returns
     -------
@@ -385,6 +387,8 @@ def make_example_atlas(out_dir: str | os.PathLike) -> Path:
     """
     from cryoscout.simulate.atlas import AtlasConfig, simulate_atlas, write_simulated_atlas
 
-    sim = simulate_atlas(AtlasConfig(), seed=EXAMPLE_SEED)
+    # 3 x 3 tiles of 1024 px at 500 nm/px: about 300 squares of a 300-mesh grid,
+    # with the simulator's default defect rates.
+    sim = simulate_atlas(AtlasConfig(tiles_x=3, tiles_y=3), seed=seed)
     written = write_simulated_atlas(sim, out_dir, fmt="epu")
     return Path(written)
