@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -226,3 +227,151 @@ def fit(
         warnings.filterwarnings("ignore", ".*number of training batches.*")
         trainer.fit(module, loader, val_loader, ckpt_path=None if resume is None else str(resume))
     return module
+
+
+def evaluate(net: XCryoNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 64):
+    """Mean absolute difference per score of ``net`` on normalised squares.
+
+    Parameters
+    ----------
+    net
+        The network (put in eval mode).
+    images
+        ``(n, s, s)`` normalised squares at the network's size.
+    labels
+        ``(n, 5)`` true scores (NaN = not labeled).
+
+    Returns
+    -------
+    dict
+        Score name -> mean absolute difference.
+    """
+    from cryoscout.screening.metrics import mean_abs_diff
+
+    return mean_abs_diff(predict_normalised(net, images, batch_size), labels)
+
+
+def predict_normalised(net: XCryoNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``(n, 5)`` scores clipped to [0, 4] for already normalised ``(n, s, s)`` squares."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            out.append(net(batch[:, None].float(), reconstruct="none").scores.clamp(0, 4).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 5), np.float32)
+
+
+def train_run(
+    folders: list[str | os.PathLike],
+    run_dir: str | os.PathLike,
+    variant: str = "xcryonet",
+    n_labeled: int = -1,
+    n_unlabeled: int = 0,
+    epochs: int = 20,
+    size: int = 128,
+    seed: int = 0,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    width: int = 16,
+    normalisation: str = "atlas",
+    test_fraction: float = 0.2,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    precision: str = "32-true",
+    resume: str | os.PathLike | None = None,
+    augment=None,
+    progress: bool = False,
+) -> dict:
+    """The ``cryoscout train`` operation: read, split, train, evaluate, save.
+
+    Writes into ``run_dir``: ``model.pt`` (see :func:`cryoscout.screening.predict.save_model`),
+    ``config.yaml`` (version, command line, options, data and split sizes, test error),
+    ``metrics.csv`` (Lightning's CSV log) and ``checkpoints/last.ckpt``.
+
+    Parameters
+    ----------
+    folders
+        Extraction folders with ``labels.csv``.
+    n_labeled, n_unlabeled
+        Labeled squares to train on (-1: all that are not held out) and
+        unlabeled ones to add (0: fully supervised; -1: all the rest).
+    test_fraction
+        Fraction of labeled squares held out to measure the error.
+    augment
+        Optional ``f(square, rng) -> square`` appearance randomisation.
+
+    Returns
+    -------
+    dict
+        What was recorded in ``config.yaml``.
+    """
+    from cryoscout.errors import InputError
+    from cryoscout.runinfo import write_run_config
+    from cryoscout.screening.data import load_screening_data, make_split, training_dataset
+    from cryoscout.screening.predict import save_model
+
+    run_dir = Path(run_dir)
+    data = load_screening_data(folders, size=size, normalisation=normalisation)
+    if not data.labeled.any():
+        raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
+    big = len(data)
+    split = make_split(
+        data,
+        n_labeled=big if n_labeled < 0 else n_labeled,
+        n_unlabeled=big if n_unlabeled < 0 else n_unlabeled,
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+    if len(split.labeled) == 0:
+        raise InputError(folders[0], "too few labeled squares to train on after holding out tests")
+    semi = len(split.unlabeled) > 0
+    train_set = training_dataset(data, split, semi_supervised=semi, augment=augment, seed=seed)
+    val_set = None
+    if len(split.test):
+        from cryoscout.screening.data import SquareDataset
+
+        val_set = SquareDataset(data.images[split.test], data.labels[split.test])
+    pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
+    module = XCryoNetModule(variant, size=size, width=width, lr=lr)
+    fit(
+        module,
+        train_set,
+        run_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        val_set=val_set,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=precision,
+        resume=resume,
+        progress=progress,
+    )
+    net = module.net.cpu().eval()
+    test_mad = (
+        evaluate(net, data.images[split.test], data.labels[split.test]) if len(split.test) else {}
+    )
+    record = {
+        "variant": variant,
+        "supervision": "SS" if semi else "FS",
+        "size": size,
+        "width": width,
+        "normalisation": normalisation,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "augment": augment is not None,
+        "data": [str(f) for f in folders],
+        "n_labeled": len(split.labeled),
+        "n_unlabeled": len(split.unlabeled),
+        "n_test": len(split.test),
+        "test_mean_abs_diff": test_mad,
+    }
+    if module.trainer is None or module.trainer.is_global_zero:
+        save_model(run_dir / "model.pt", net, normalisation, training=record)
+        write_run_config(run_dir, record)
+    return record

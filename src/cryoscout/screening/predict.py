@@ -1,0 +1,213 @@
+"""Scoring squares with a trained model: saving, loading and predicting.
+
+A model file (``model.pt`` in a run folder, ``default_xcryonet.pt`` in the
+package) is a plain dictionary readable with ``torch.load(weights_only=True)``::
+
+    {"format": "cryoscout-xcryonet", "format_version": 1,
+     "meta": {"variant", "size", "width", "normalisation", "cryoscout_version", ...},
+     "state_dict": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoscout.errors import InputError
+from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES, VARIANTS
+
+MODEL_FORMAT = "cryoscout-xcryonet"
+MODEL_FORMAT_VERSION = 1
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default_xcryonet.pt"
+
+
+def model_meta(net, normalisation: str, **extra: Any) -> dict[str, Any]:
+    """The architecture metadata stored with the weights of ``net``."""
+    from cryoscout import __version__
+
+    return {
+        "variant": net.variant,
+        "size": int(net.size),
+        "width": int(net.width),
+        "normalisation": normalisation,
+        "cryoscout_version": __version__,
+        **extra,
+    }
+
+
+def save_model(path: str | os.PathLike, net, normalisation: str, **extra: Any) -> Path:
+    """Write ``net``'s weights and architecture metadata to ``path`` atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``.pt`` file.
+    net
+        A :class:`~cryoscout.screening.model.XCryoNet`.
+    normalisation
+        How its inputs were normalised (see :mod:`cryoscout.screening.data`).
+    extra
+        More plain (YAML/JSON-able) metadata, e.g. the training data.
+    """
+    import torch
+
+    from cryoscout.io.atomic import atomic_path
+
+    record = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "meta": model_meta(net, normalisation, **extra),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    return Path(path)
+
+
+@dataclass
+class Predictions:
+    """What :meth:`ScoringModel.predict` returns.
+
+    Attributes
+    ----------
+    scores
+        One row per square: ``brightness, squareness, cracking, contamination,
+        overall``, floats clipped to [0, 4].
+    attention
+        ``"cracking"``, ``"contamination"`` -> ``(n, h, w)`` maps in (0, 1) at
+        the input squares' size; empty for the ``primary`` variant.
+    """
+
+    scores: Any  # pandas.DataFrame
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class ScoringModel:
+    """A trained XCryoNet (or primary-only) network ready to score squares.
+
+    Use :func:`load_model` to get one.
+    """
+
+    def __init__(self, net, meta: dict[str, Any], source: Path | None = None) -> None:
+        self.net = net.eval()
+        self.meta = meta
+        self.source = source
+
+    @property
+    def variant(self) -> str:
+        return self.meta["variant"]
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    def predict(
+        self, stack: np.ndarray, batch_size: int = 64, attention: bool = True
+    ) -> Predictions:
+        """Score squares.
+
+        Parameters
+        ----------
+        stack
+            ``(n, h, w)`` squares of one atlas (any size; resized to the
+            model's), or one ``(h, w)`` square. With ``"atlas"``
+            normalisation the whole stack is standardised together, so
+            brightness is judged relative to the other squares given.
+        batch_size
+            Squares per forward pass; results do not depend on it.
+        attention
+            Return the attention maps (``xcryonet`` only).
+
+        Returns
+        -------
+        Predictions
+        """
+        import pandas as pd
+        import torch
+        import torch.nn.functional as F
+
+        from cryoscout.screening.data import normalise, resize_stack
+
+        x = np.asarray(stack, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[0] == 0:
+            raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
+        h, w = x.shape[1:]
+        x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
+        scores, maps = [], {n: [] for n in ATTENTION_ATTRIBUTES}
+        want_maps = attention and self.variant == "xcryonet"
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                batch = torch.from_numpy(x[start : start + batch_size])[:, None]  # (b, 1, s, s)
+                out = self.net(batch, reconstruct="none")
+                scores.append(out.scores.clamp(0, 4).numpy())
+                if want_maps:
+                    for name, att in out.attention.items():
+                        if (h, w) != (self.size, self.size):
+                            att = F.interpolate(att, size=(h, w), mode="bilinear")
+                        maps[name].append(att[:, 0].numpy())
+        table = pd.DataFrame(np.concatenate(scores).astype(np.float64), columns=list(SCORES))
+        att_out = {n: np.concatenate(v) for n, v in maps.items()} if want_maps else {}
+        return Predictions(scores=table, attention=att_out)
+
+
+def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
+    """Load a trained model.
+
+    Parameters
+    ----------
+    run_dir
+        A ``cryoscout train`` run folder (holding ``model.pt``), or a model
+        ``.pt`` file; ``None`` loads the default model shipped with cryoscout.
+
+    Returns
+    -------
+    ScoringModel
+
+    Raises
+    ------
+    cryoscout.errors.InputError
+        If the file is missing, corrupt, of another architecture or of another
+        format version.
+    """
+    import torch
+
+    from cryoscout.screening.model import XCryoNet
+
+    path = DEFAULT_MODEL if run_dir is None else Path(run_dir)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise InputError(path, "no such model file (train one with `cryoscout train`)")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"not a readable model file ({type(exc).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        raise InputError(path, f"not a cryoscout screening model (expected {MODEL_FORMAT})")
+    version = record.get("format_version")
+    if version != MODEL_FORMAT_VERSION:
+        raise InputError(
+            path,
+            f"model format version {version} is not supported by this cryoscout "
+            f"(expects {MODEL_FORMAT_VERSION}); retrain it or use a matching cryoscout",
+        )
+    meta = record.get("meta", {})
+    try:
+        if meta["variant"] not in VARIANTS:
+            raise InputError(path, f"unknown model variant {meta['variant']!r}")
+        net = XCryoNet(meta["variant"], int(meta["size"]), int(meta["width"]))
+        net.load_state_dict(record["state_dict"], strict=True)
+    except InputError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            path, f"weights do not match the XCryoNet architecture ({first})"
+        ) from None
+    return ScoringModel(net, meta, source=path)
