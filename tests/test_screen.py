@@ -250,3 +250,82 @@ def test_input_or_example_is_required(tmp_path, run_cli):
     assert res.code != 0 and "INPUT" in res.err and len(res.err.strip().splitlines()) == 1
     res = run_cli("screen", "-o", tmp_path / "out", "--top-k", "-1", "--example")
     assert res.code == 2
+
+
+# ------------------------------------------ end to end on a simulated atlas
+
+
+@pytest.fixture(scope="module")
+def simulated_epu(tmp_path_factory):
+    """A small simulated EPU atlas (2 x 2 tiles, ~150 squares) with its truth."""
+    pytest.importorskip("cryoscout.atlas.extract")
+    pytest.importorskip("cryoscout.report.overview")
+    from cryoscout.simulate.atlas import AtlasConfig, simulate_atlas, write_simulated_atlas
+
+    sim = simulate_atlas(
+        AtlasConfig(tiles_x=2, tiles_y=2, contamination_rate=0.3, broken_rate=0.15), seed=11
+    )
+    path = write_simulated_atlas(sim, tmp_path_factory.mktemp("atlas"), fmt="epu")
+    return path, sim.truth
+
+
+def _match(scores: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Each screened square with the truth of the nearest simulated square (< 20 px away)."""
+    d = np.hypot(
+        scores["x_px"].to_numpy()[:, None] - truth["x_px"].to_numpy()[None],
+        scores["y_px"].to_numpy()[:, None] - truth["y_px"].to_numpy()[None],
+    )
+    j = d.argmin(axis=1)
+    ok = d[np.arange(len(j)), j] < 20
+    t = truth.iloc[j[ok]].reset_index(drop=True).add_prefix("true_")
+    return pd.concat([scores[ok].reset_index(drop=True), t], axis=1)
+
+
+def test_screen_end_to_end_writes_targets_at_square_stage_positions(
+    tmp_path, simulated_epu, tiny_model
+):
+    from cryoscout.io.navigator import read_navigator
+    from cryoscout.screening.screen import screen
+
+    atlas, truth = simulated_epu
+    res = screen(atlas, tmp_path / "out", model_dir=tiny_model, top_k=6)
+    out = tmp_path / "out"
+    for name in ("scores.csv", "squares.mrcs", "report.html", "targets.csv", "targets.nav"):
+        assert (out / name).is_file(), name
+    scores = pd.read_csv(out / "scores.csv")
+    assert sorted(scores["rank"]) == list(range(1, len(scores) + 1))
+    assert len(scores) > 0.8 * len(truth[truth["full"] == 1])
+    targets = pd.read_csv(out / "targets.csv")
+    assert len(targets) == 6 and (targets["rank"] == list(range(1, 7))).all()
+    chosen = scores.set_index("square_id").loc[targets["square_id"]]
+    assert (chosen["full"] == 1).all()
+    assert chosen["overall"].min() >= scores.loc[scores["full"] == 1, "overall"].nlargest(6).min()
+    # the navigator points sit on the true stage positions of those squares
+    m = _match(res.targets, truth)
+    assert len(m) == 6
+    items = read_navigator(out / "targets.nav")
+    xy = np.array([[float(v) for v in it["StageXYZ"].split()[:2]] for it in items])
+    pitch_um = np.median(np.abs(np.diff(np.sort(truth["stage_x_um"].to_numpy()))))
+    err = np.hypot(xy[:, 0] - m["true_stage_x_um"], xy[:, 1] - m["true_stage_y_um"])
+    assert err.max() < max(0.1 * 83.0, 0.1 * pitch_um)
+
+
+def test_default_model_ranks_broken_and_contaminated_squares_last(tmp_path, simulated_epu):
+    """The issue's definition of done, on an atlas the model never saw."""
+    from cryoscout.screening.predict import DEFAULT_MODEL
+    from cryoscout.screening.screen import screen
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("the default model is not shipped yet")
+    atlas, truth = simulated_epu
+    res = screen(atlas, tmp_path / "out", top_k=10)
+    m = _match(res.scores, truth)
+    m = m[(m["full"] == 1) & (m["true_full"] == 1)]
+    pct = (m["rank"] - 1) / (len(res.scores) - 1)  # 0 best .. 1 worst
+    bad = (m["true_squareness"] <= 1) | (m["true_contamination"] >= 3)
+    assert bad.sum() >= 5
+    assert pct[bad].mean() > 0.5
+    assert pct[bad].mean() > pct[~bad].mean() + 0.15
+    # and the targets are squares a person would pick
+    top = m[m["rank"] <= 10]
+    assert (top["true_overall"] >= 2).mean() >= 0.7
