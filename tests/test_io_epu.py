@@ -155,3 +155,19 @@ def test_missing_pixel_size_in_image_xml(tmp_path):
 def test_folder_without_atlas(tmp_path):
     with pytest.raises(InputError, match=r"no EPU Atlas\.dm"):
         read_epu_atlas(tmp_path)
+
+
+def test_writer_accepts_known_squares(tmp_path):
+    from cryoscout.io.atlas_source import KnownSquare
+
+    squares = [
+        KnownSquare("7", 10.0, 12.0, None, stage_x_um=-3.0, stage_y_um=4.0),
+        KnownSquare("8", 30.0, 20.0, 9.5),
+    ]
+    tiles = [np.zeros((40, 50), np.float32)]
+    path = write_epu_atlas(tmp_path, tiles, [(0, 0)], 4500.0, A, squares)
+    got = {s.square_id: s for s in read_epu_atlas(path).known_squares}
+    assert got["7"].size_px is None
+    assert (got["7"].stage_x_um, got["7"].stage_y_um) == (pytest.approx(-3.0), pytest.approx(4.0))
+    assert got["8"].size_px == 9.5
+    assert got["8"].stage_x_um == pytest.approx(A[0] @ [30.0, 20.0, 1])

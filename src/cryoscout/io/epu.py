@@ -383,7 +383,7 @@ def write_epu_atlas(
     positions_px: Sequence[tuple[float, float]],
     pixel_size_A: float,
     px_to_stage: np.ndarray,
-    squares: pd.DataFrame | None = None,
+    squares: pd.DataFrame | Sequence[KnownSquare] | None = None,
     atlas_id: int = 4590151,
 ) -> Path:
     """Write tiles and grid squares as an EPU atlas folder, laid out as EPU writes one.
@@ -408,9 +408,11 @@ def write_epu_atlas(
         ``[sx, sy] = A @ [x, y, 1]``. A tile's stage position is the image of its
         centre pixel ``(x + (w - 1) / 2, y + (h - 1) / 2)``.
     squares
-        Grid squares EPU would list: columns ``square_id`` (integer-like; the EPU
-        node key), ``x_px``, ``y_px`` (centre in montage pixels), ``size_px``.
-        Each is stored under the tile that contains its centre.
+        Grid squares EPU would list: a DataFrame with columns ``square_id``
+        (integer-like; the EPU node key), ``x_px``, ``y_px`` (centre in montage
+        pixels), ``size_px`` (may be ``None``), or :class:`KnownSquare` records (whose
+        stage positions, when set, are written instead of the affine's). Each is
+        stored under the tile that contains its centre.
     atlas_id
         Identifier used in tile file names, as EPU does.
 
@@ -467,11 +469,12 @@ def write_epu_atlas(
         _sub(ref, NS_TYPES, "FileFormat", "Mrc")
         tile_boxes.append((x, y, w, h, pairs))
 
-    if squares is not None and len(squares):
-        for row in squares.itertuples(index=False):
-            sx_um, sy_um = _apply(a, float(row.x_px), float(row.y_px))
-            pairs = _containing_tile(tile_boxes, float(row.x_px), float(row.y_px))
-            _square_node(pairs, row, sx_um, sy_um, um_per_px)
+    for row in _square_rows(squares):
+        x, y = float(row.x_px), float(row.y_px)
+        sx_um, sy_um = _apply(a, x, y)
+        if getattr(row, "stage_x_um", None) is not None:  # a given stage position wins
+            sx_um, sy_um = float(row.stage_x_um), float(row.stage_y_um)
+        _square_node(_containing_tile(tile_boxes, x, y), row, sx_um, sy_um, um_per_px)
 
     _sub(tiles_list, NS_PERSIST, "_size", len(tiles))
     _sub(root, NS_PERSIST, "ImageFileFormat", "Mrc")
@@ -479,6 +482,15 @@ def write_epu_atlas(
     with atomic_path(out / ATLAS_FILE) as tmp:
         tmp.write_bytes(text)
     return out / ATLAS_FILE
+
+
+def _square_rows(squares) -> list:
+    """Rows with ``square_id, x_px, y_px`` (+ optional ``size_px``, ``stage_x_um/_y_um``)."""
+    if squares is None:
+        return []
+    if hasattr(squares, "itertuples"):  # a DataFrame
+        return list(squares.itertuples(index=False))
+    return list(squares)  # KnownSquare records or similar
 
 
 def _containing_tile(boxes, x: float, y: float) -> etree._Element:
@@ -495,8 +507,9 @@ def _square_node(pairs, row, sx_um: float, sy_um: float, um_per_px: float) -> No
     _sub(pair, NS_GENERIC, "key", row.square_id)
     value = _sub(pair, NS_GENERIC, "value")
     _sub(value, NS_TYPES, "Id", row.square_id)
-    size = float(row.size_px)
-    side_m = size * um_per_px / _M_TO_UM
+    size = getattr(row, "size_px", None)
+    size = None if size is None or not np.isfinite(size) else float(size)
+    side_m = (size or 0.0) * um_per_px / _M_TO_UM
     sx_m, sy_m = sx_um / _M_TO_UM, sy_um / _M_TO_UM
     _stage_xyz(value, NS_PERSIST, "AlignedStagePosition", sx_m, sy_m)
     pos = _sub(value, NS_PERSIST, "PositionOnTheAtlas")
@@ -512,7 +525,8 @@ def _square_node(pairs, row, sx_um: float, sy_um: float, um_per_px: float) -> No
     ):
         _sub(phys, NS_DRAWING, key, float(v))
     _sub(pos, NS_DATAMODEL, "Rotation", 0.0)
-    size_node = _sub(pos, NS_DATAMODEL, "Size")
-    _sub(size_node, NS_DRAWING, "height", size)
-    _sub(size_node, NS_DRAWING, "width", size)
+    if size is not None:
+        size_node = _sub(pos, NS_DATAMODEL, "Size")
+        _sub(size_node, NS_DRAWING, "height", size)
+        _sub(size_node, NS_DRAWING, "width", size)
     _stage_xyz(value, NS_PERSIST, "StagePosition", sx_m, sy_m)
