@@ -24,7 +24,7 @@ def test_info_real_serialem_text(run_cli, shared_data):
     res = run_cli("info", shared_data / "serialem" / "montage_section.mdoc")
     assert res.code == 0, res.err
     assert "serialem" in res.out and "62 named, 62 missing" in res.out
-    assert "656.1 Å" in res.out
+    assert "656.139 Å" in res.out
 
 
 def test_info_image_with_pixel_size_override(run_cli, shared_data):

@@ -53,7 +53,7 @@ def info(
         typer.echo(json.dumps(summary))
         return
     height, width = source.montage_shape
-    pixel = "unknown" if source.pixel_size_A is None else f"{source.pixel_size_A:.4g} Å"
+    pixel = "unknown" if source.pixel_size_A is None else f"{source.pixel_size_A:.6g} Å"
     lines = [
         f"format:        {source.format} ({source.path})",
         f"tiles:         {len(named)} named, {len(missing)} missing on disk",
