@@ -1,6 +1,254 @@
-"""Placeholder for `train`; replaced by its implementation."""
+"""``cryoscout pick train``: train the DeepETPicker network on annotated tomograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
 
 
-def train() -> None:
-    """Not built yet."""
-    raise NotImplementedError("train")
+def parse_radius(text: str, option: str = "--radius") -> float | dict[int, float]:
+    """``"5"`` -> 5.0; ``"1:5,2:8"`` -> ``{1: 5.0, 2: 8.0}``; InputError otherwise."""
+    from cryoscout.errors import InputError
+
+    try:
+        if ":" not in text:
+            value = float(text)
+            if not value > 0:
+                raise ValueError
+            return value
+        out: dict[int, float] = {}
+        for part in text.split(","):
+            c, r = part.split(":")
+            out[int(c)] = float(r)
+            if not out[int(c)] > 0 or int(c) < 1:
+                raise ValueError
+        return out
+    except ValueError:
+        raise InputError(
+            option, f"expected a positive number or class:radius pairs like 1:5,2:8, got {text!r}"
+        ) from None
+
+
+def _split(text: str) -> list[Path]:
+    return [Path(p.strip()) for p in text.split(",") if p.strip()]
+
+
+def _class_names(coords: list[Path], names: str | None, n: int) -> list[str]:
+    """From --class-names, else a simulator's classes.csv beside the coordinates, else class<i>."""
+    import pandas as pd
+
+    from cryoscout.errors import InputError
+
+    if names:
+        out = [s.strip() for s in names.split(",")]
+        if len(out) != n:
+            raise InputError("--class-names", f"expected {n} names, got {len(out)}")
+        return out
+    table = coords[0].parent / "classes.csv"
+    if table.is_file():
+        try:
+            df = pd.read_csv(table)
+            found = dict(zip(df["class"].astype(int), df["name"].astype(str), strict=True))
+            if all(c in found for c in range(1, n + 1)):
+                return [found[c] for c in range(1, n + 1)]
+        except (KeyError, ValueError, pd.errors.ParserError):
+            pass
+    return [f"class{c}" for c in range(1, n + 1)]
+
+
+def train(
+    tomograms: str = typer.Argument(..., help="Tomogram .mrc files, comma-separated."),
+    coords: str = typer.Argument(
+        ..., help="Annotations, one file per tomogram, comma-separated (CSV, text, STAR)."
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder to create."),
+    radius: str = typer.Option(
+        ..., "--radius", help="TBall label radius r in voxels: 4, or per class 1:6,2:4."
+    ),
+    class_names: str | None = typer.Option(
+        None, "--class-names", help="Names of classes 1..n, comma-separated."
+    ),
+    patch: int = typer.Option(72, "--patch", help="Patch side in voxels (48 or 32 on a CPU)."),
+    epochs: int = typer.Option(50, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Patches per batch."),
+    samples: int = typer.Option(64, "--samples-per-epoch", help="Random patches per epoch."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (AdamW, one-cycle)."),
+    channels: str = typer.Option(
+        "24,48,72,108", "--channels", help="Encoder channels per level (e.g. 8,16,24,32 on a CPU)."
+    ),
+    coord_mode: str = typer.Option(
+        "patch", "--coords", help="Coordinate channels across the 'patch' or the 'tomogram'."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    devices: str = typer.Option("1", "--devices", help="Number of devices, or 'auto'."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp."),
+    precision: str = typer.Option("32-true", "--precision", help="e.g. 32-true, bf16-mixed."),
+    num_workers: int = typer.Option(0, "--num-workers", help="Data-loader workers."),
+    val_tomogram: Path | None = typer.Option(
+        None, "--val-tomogram", help="Held-out tomogram for validation F1."
+    ),
+    val_coords: Path | None = typer.Option(
+        None, "--val-coords", help="Its annotations (true centres)."
+    ),
+    val_radius: str | None = typer.Option(
+        None, "--val-radius", help="Hit radius for validation F1 (default: the label radius)."
+    ),
+    val_every: int = typer.Option(5, "--val-every", help="Epochs between validations."),
+) -> None:
+    """Train the 3D residual U-Net on tomograms with annotated particle centres.
+
+    Each annotated centre becomes a TBall-M label of radius r (a ball of radius
+    sqrt(2)·r truncated to the (2r+1)³ cube); the network learns to segment those
+    balls with a soft Dice loss. The run folder gets model.pt, metrics.csv and
+    config.yaml. The same command trains on a CPU, a GPU or several GPUs (DDP).
+
+    Examples:
+
+        $ cryoscout pick train sim1/tomogram.mrc,sim2/tomogram.mrc \\
+            sim1/particles.csv,sim2/particles.csv -o run1 --radius 4 --patch 48 \\
+            --channels 8,16,24,32 --epochs 20
+
+        $ cryoscout pick train t1.mrc,t2.mrc t1.star,t2.star -o run2 --radius 1:6,2:4 \\
+            --val-tomogram t3.mrc --val-coords t3.star --accelerator gpu --devices 4 --strategy ddp
+    """
+    from cryoscout.errors import InputError
+
+    tomo_paths, coord_paths = _split(tomograms), _split(coords)
+    if not tomo_paths or len(tomo_paths) != len(coord_paths):
+        raise InputError(
+            None,
+            f"give one coordinate file per tomogram ({len(tomo_paths)} tomograms, "
+            f"{len(coord_paths)} coordinate files)",
+        )
+    label_radius = parse_radius(radius)
+    try:
+        chans = tuple(int(c) for c in channels.split(","))
+        if not chans or min(chans) < 1:
+            raise ValueError
+    except ValueError:
+        raise InputError(
+            "--channels", f"expected positive integers like 8,16,24,32, not {channels!r}"
+        ) from None
+    if coord_mode not in ("patch", "tomogram"):
+        raise InputError("--coords", "must be 'patch' or 'tomogram'")
+    if patch < 2 ** len(chans):
+        raise InputError("--patch", f"at least {2 ** len(chans)} voxels for {len(chans)} levels")
+    if epochs < 1 or batch_size < 1 or samples < 1:
+        raise InputError("--epochs", "epochs, batch size and samples per epoch must be positive")
+    if (val_tomogram is None) != (val_coords is None):
+        raise InputError("--val-tomogram", "give --val-tomogram and --val-coords together")
+
+    import numpy as np
+    import pandas as pd
+
+    from cryoscout.io.atomic import atomic_path
+    from cryoscout.io.coords import read_coords
+    from cryoscout.io.mrc import read_mrc
+    from cryoscout.picking.data import NORMALIZATION, prepare_tomogram
+    from cryoscout.picking.module import TrainConfig, train_model
+    from cryoscout.picking.weights import PickingModelInfo, save_model
+    from cryoscout.runinfo import write_run_config
+
+    known = sorted(label_radius) if isinstance(label_radius, dict) else None
+    prepared, voxel_size, n_particles = [], None, 0
+    tables = []
+    for tpath, cpath in zip(tomo_paths, coord_paths, strict=True):
+        vol, vs = read_mrc(tpath, mmap=True)
+        if vol.ndim != 3:
+            raise InputError(tpath, f"expected a 3D tomogram, got an array of shape {vol.shape}")
+        table = read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known)
+        tables.append(table)
+        voxel_size = voxel_size or vs
+    classes = sorted(set().union(*(set(t["class"]) for t in tables)))
+    if not classes:
+        raise InputError(coord_paths[0], "no annotated particles")
+    num_classes = max(known) if known else max(classes)
+    radius_map = (
+        dict(label_radius)
+        if isinstance(label_radius, dict)
+        else {c: float(label_radius) for c in range(1, num_classes + 1)}
+    )
+    for tpath, table in zip(tomo_paths, tables, strict=True):
+        vol, _ = read_mrc(tpath, mmap=True)
+        prepared.append(prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"]))
+        n_particles += len(table)
+    names = _class_names(coord_paths, class_names, num_classes)
+
+    validation = None
+    if val_tomogram is not None:
+        from cryoscout.picking.evaluate import evaluate_picks
+        from cryoscout.picking.infer import predict_tomogram
+        from cryoscout.picking.mpnms import mp_nms
+
+        vvol, vvs = read_mrc(val_tomogram, mmap=True)
+        vtruth = read_coords(
+            val_coords, voxel_size_A=vvs, shape=vvol.shape, classes=range(1, num_classes + 1)
+        )
+        vvol = np.asarray(vvol, dtype=np.float32)
+        hit = parse_radius(val_radius, "--val-radius") if val_radius else radius_map
+        margin = max(patch // 6, 1)
+
+        def validation(model) -> dict[str, float]:
+            pred = predict_tomogram(
+                model, vvol, tile=patch, margin=margin, normalization=NORMALIZATION, progress=False
+            )
+            picks = mp_nms(pred.labels, radius_map, classes=list(range(1, num_classes + 1)))
+            result = evaluate_picks(picks, vtruth, hit)
+            out = {"val_f1": float(result.overall["f1"])}
+            for c, row in result.per_class.iterrows():
+                out[f"val_f1_class{int(c)}"] = float(row["f1"])
+            return out
+
+    config = TrainConfig(
+        channels=chans,
+        coord_mode=coord_mode,
+        patch_size=patch,
+        epochs=epochs,
+        batch_size=batch_size,
+        samples_per_epoch=samples,
+        lr=lr,
+        seed=seed,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        strategy=strategy,
+        precision=precision,
+        num_workers=num_workers,
+        val_every=val_every,
+    )
+    metrics_path = output / "metrics.csv"
+
+    def write_metrics(history: pd.DataFrame) -> None:
+        with atomic_path(metrics_path) as tmp:
+            history.to_csv(tmp, index=False, float_format="%.6g")
+
+    model, history = train_model(prepared, num_classes, config, validation, write_metrics)
+    write_metrics(history)
+    info = PickingModelInfo(
+        class_names=names,
+        radius=radius_map,
+        patch_size=patch,
+        normalization=dict(NORMALIZATION),
+        voxel_size_A=voxel_size,
+        extra={"epochs": epochs, "seed": seed, "samples_per_epoch": samples},
+    )
+    save_model(output / "model.pt", model, info)
+    record = {
+        "tomograms": [str(p) for p in tomo_paths],
+        "coords": [str(p) for p in coord_paths],
+        "n_particles": n_particles,
+        "class_names": names,
+        "label_radius": radius_map,
+        "val_tomogram": val_tomogram,
+        "val_coords": val_coords,
+        **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
+        "augmentation": dict(config.augmentation.__dict__),
+        "final_train_loss": float(history["train_loss"].iloc[-1]),
+    }
+    if "val_f1" in history:
+        record["final_val_f1"] = float(history["val_f1"].dropna().iloc[-1])
+    write_run_config(output, record)
+    typer.echo(f"trained on {n_particles} particles in {len(tomo_paths)} tomogram(s)")
+    typer.echo(f"model: {output / 'model.pt'}")
+    typer.echo(f"metrics: {metrics_path}")

@@ -1,0 +1,132 @@
+"""`cryoscout pick train` and `pick predict` end to end on a tiny tomogram, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryoscout.io.mrc import write_mrc
+
+SHAPE = (24, 48, 48)  # z, y, x
+
+
+def _blobs(path, seed: int) -> pd.DataFrame:
+    """Dark Gaussian blobs (sigma 2 voxels) in noise; returns their centres."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    vol = rng.normal(0, 0.3, SHAPE).astype(np.float32)
+    centres = [(8 + 16 * (i % 3), 10 + 14 * (i // 3), 12 if i % 2 else 11) for i in range(6)]
+    for x, y, z in centres:
+        vol -= np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / (2 * 2.0**2))
+    write_mrc(path, vol, 10.0)
+    return pd.DataFrame(centres, columns=["x", "y", "z"]).assign(**{"class": 1})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pick")
+    truth = _blobs(root / "t1.mrc", 0)
+    truth[["class", "x", "y", "z"]].to_csv(root / "t1.csv", index=False)
+    return root, truth
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    from cryoscout.cli.main import main
+
+    root, _ = data
+    run = root / "run"
+    code = main(
+        [
+            "pick", "train", str(root / "t1.mrc"), str(root / "t1.csv"), "-o", str(run),
+            "--radius", "2", "--patch", "16", "--channels", "4,8", "--epochs", "2",
+            "--batch-size", "2", "--samples-per-epoch", "4", "--seed", "1",
+            "--accelerator", "cpu", "--val-tomogram", str(root / "t1.mrc"),
+            "--val-coords", str(root / "t1.csv"), "--val-every", "1",
+            "--class-names", "blob",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return run
+
+
+def test_train_writes_run_folder(trained):
+    import yaml
+
+    assert (trained / "model.pt").is_file()
+    metrics = pd.read_csv(trained / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    assert metrics["train_loss"].between(0, 1).all()
+    assert metrics["val_f1"].between(0, 1).all()
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    assert config["config"]["n_particles"] == 6
+    assert config["config"]["class_names"] == ["blob"]
+    assert not list(trained.glob(".*partial*"))
+
+
+def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cli):
+    import mrcfile
+    import starfile
+
+    root, _ = data
+    out = tmp_path / "picks"
+    res = run_cli(
+        "pick", "predict", trained, root / "t1.mrc", "-o", out,
+        "--format", "relion5,relion4,coords,csv", "--threshold", "0", "--save-probabilities",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    star = starfile.read(out / "t1_picks_relion5.star")
+    table = star["particles"] if isinstance(star, dict) else star
+    assert {"rlnTomoName", "rlnCenteredCoordinateXAngst", "rlnClassNumber"} <= set(table.columns)
+    csv = pd.read_csv(out / "t1_picks.csv")
+    assert len(table) == len(csv)
+    assert {"class", "x", "y", "z", "score"} <= set(csv.columns)
+    if len(csv):
+        assert csv["x"].between(0, SHAPE[2]).all() and csv["z"].between(0, SHAPE[0]).all()
+        r4 = starfile.read(out / "t1_picks_relion4.star")
+        r4 = r4["particles"] if isinstance(r4, dict) else r4
+        np.testing.assert_allclose(r4["rlnCoordinateX"], csv["x"], atol=1e-3)
+    with mrcfile.open(out / "segmentation.mrc") as seg:
+        assert seg.data.shape == SHAPE and seg.data.max() <= 1
+        assert abs(float(seg.voxel_size.x) - 10.0) < 1e-3
+    assert (out / "scores.mrc").is_file() and (out / "t1_picks.coords").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(trained, data, tmp_path, run_cli):
+    import torch
+
+    root, truth = data
+    not_mrc = tmp_path / "notes.mrc"
+    not_mrc.write_text("hello")
+    res = run_cli("pick", "predict", trained, not_mrc, "-o", tmp_path / "o1")
+    assert res.code == 1 and res.err.count("\n") == 1 and "notes.mrc" in res.err
+    assert not (tmp_path / "o1").exists()
+
+    outside = truth.copy()
+    outside.loc[0, "x"] = 500
+    outside.to_csv(tmp_path / "out.csv", index=False)
+    res = run_cli(
+        "pick", "train", root / "t1.mrc", tmp_path / "out.csv", "-o", tmp_path / "r1",
+        "--radius", "2", "--patch", "16", "--channels", "4,8", "--epochs", "1",
+    )  # fmt: skip
+    assert res.code == 1 and "outside" in res.err and res.err.count("\n") == 1
+    assert not (tmp_path / "r1" / "model.pt").exists()
+
+    res = run_cli(
+        "pick", "train", root / "t1.mrc", root / "t1.csv", "-o", tmp_path / "r2",
+        "--radius", "2:3,3:3", "--patch", "16", "--channels", "4,8", "--epochs", "1",
+    )  # fmt: skip
+    assert res.code == 1 and "unknown class 1" in res.err
+
+    record = torch.load(trained / "model.pt", weights_only=True)
+    record["architecture"] = "xcryonet"
+    (tmp_path / "other").mkdir()
+    torch.save(record, tmp_path / "other" / "model.pt")
+    res = run_cli("pick", "predict", tmp_path / "other", root / "t1.mrc", "-o", tmp_path / "o2")
+    assert res.code == 1 and "another architecture" in res.err and res.err.count("\n") == 1
+
+    res = run_cli(
+        "pick", "predict", trained, root / "t1.mrc", "-o", tmp_path / "o3", "--format", "pdf"
+    )
+    assert res.code == 1 and "unknown format" in res.err
