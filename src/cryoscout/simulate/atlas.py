@@ -125,6 +125,8 @@ class AtlasConfig:
         Gaussian detector noise in counts.
     broken_rate, crack_rate, contamination_rate, dry_rate, bent_bar_rate
         Fraction of squares with each defect.
+    specks
+        Mean number of tiny ice crystals on every square (too few to score).
     label_noise
         Standard deviation (score units) of noise added to the scores before rounding.
     """
@@ -157,6 +159,7 @@ class AtlasConfig:
     contamination_rate: float = 0.25
     dry_rate: float = 0.05
     bent_bar_rate: float = 0.03
+    specks: float = 0.5
     label_noise: float = 0.0
 
     def validate(self) -> None:
@@ -213,6 +216,10 @@ class SimulatedAtlas:
         covers more than half a pixel.
     config, seed
         What made it.
+    lattice
+        The grid's square lattice (µm, image frame).
+    grid_centre_px
+        ``(x, y)`` of the grid centre in montage pixels.
     """
 
     image: np.ndarray
@@ -226,6 +233,7 @@ class SimulatedAtlas:
     config: AtlasConfig
     seed: int
     lattice: Lattice = field(repr=False, default=None)  # type: ignore[assignment]
+    grid_centre_px: tuple[float, float] = (0.0, 0.0)
 
     @property
     def montage(self) -> Montage:
@@ -299,7 +307,12 @@ def simulate_atlas(config: AtlasConfig | None = None, seed: int = 0) -> Simulate
     n = len(sq)
     sq["ice_thickness_nm"] = _ice_thickness(rng_ice, cfg, sq, centre, mesh_r)
     rates = DefectRates(
-        cfg.broken_rate, cfg.crack_rate, cfg.contamination_rate, cfg.dry_rate, cfg.bent_bar_rate
+        cfg.broken_rate,
+        cfg.crack_rate,
+        cfg.contamination_rate,
+        cfg.dry_rate,
+        cfg.bent_bar_rate,
+        cfg.specks,
     )
     defects = [sample_defects(rng_def, rates, opening) for _ in range(n)]
     dry = np.array([d.dry for d in defects], dtype=bool)
@@ -398,6 +411,7 @@ def simulate_atlas(config: AtlasConfig | None = None, seed: int = 0) -> Simulate
         config=cfg,
         seed=seed,
         lattice=lattice,
+        grid_centre_px=(float(centre[0] / px), float(centre[1] / px)),
     )
 
 
