@@ -1,19 +1,23 @@
 """The grid-bar lattice (pitch, angle, phase, bar width) estimated from an atlas image.
 
 The grid bars are the strongest periodic structure of a low-magnification
-atlas. The image is first reduced to a soft "bar map" (bars 0, film 1): this
-removes what would otherwise compete with the bars in the power spectrum:
-hole texture (brighter than the film mean, clipped away), saturated broken
-squares (clipped to film), vignetting and thickness gradients (film stays 1 while
-it is brighter than the mid level). The power spectrum of that map, normalised by
-its local background, has peaks on a square reciprocal lattice; the candidate
-fundamental whose lattice explains the most harmonics wins, and the harmonics
-refine it. Nothing here needs the pixel size; when it is known, the standard mesh
-pitches only make implausible candidates less likely.
+atlas. The image is first reduced to a soft "bar map" (bars 0, film 1), which
+removes what would otherwise compete with the bars: hole texture (brighter
+than the film's mid level, clipped away), saturated broken squares (clipped to
+film), vignetting and thickness gradients (film stays 1 while it is brighter
+than the mid level). The autocorrelation of that map (by FFT, normalised by
+the overlap of the imaged area so unimaged regions do not bias it) peaks at
+every lattice vector; unlike the power spectrum it has no harmonics, so the
+shortest vector whose perpendicular partner and diagonals also peak is the
+pitch, and far peaks refine it to a small fraction of a pixel. The phases of
+the two fundamental Fourier components place a node. Nothing here needs the
+pixel size; when it is known, a pitch outside the standard meshes only raises
+a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +25,7 @@ import numpy as np
 from cryoscout.errors import InputError
 
 # Grid pitches in µm that occur in practice (100 to 600 mesh); 200/300/400 mesh
-# are 125/83/62 µm. Used as a plausibility weight only, never as a requirement.
+# are 125/83/62 µm. A plausibility check only (a warning), never a requirement.
 PLAUSIBLE_PITCH_UM = (35.0, 300.0)
 # Largest side of the image the spectrum is computed on (speed vs finest pitch).
 ANALYSIS_SIZE = 1024
@@ -168,8 +172,8 @@ def estimate_lattice(image: np.ndarray, pixel_size_A: float | None = None) -> La
     image
         ``(h, w)`` stitched atlas; NaN where no tile covered.
     pixel_size_A
-        Pixel size in Å when known; only used to prefer pitches that real
-        grids have (35 to 300 µm).
+        Pixel size in Å when known; only used to warn when the pitch found is
+        one no real grid has (outside 35-300 µm). The image decides.
 
     Returns
     -------
@@ -294,10 +298,6 @@ def _lattice_vector(
         perp = np.array([-vec[1], vec[0]])
         # A lattice vector has its perpendicular partner and the diagonals as peaks too.
         score = float(np.mean([value(vec), value(perp), value(vec + perp), value(vec - perp)]))
-        if pixel_size_A:
-            pitch_um = length * factor * pixel_size_A / 1e4
-            if not PLAUSIBLE_PITCH_UM[0] <= pitch_um <= PLAUSIBLE_PITCH_UM[1]:
-                score *= 0.5
         candidates.append((score, length, vec))
     if not candidates:
         raise InputError(None, "no grid lattice found")
@@ -306,7 +306,17 @@ def _lattice_vector(
         raise InputError(None, f"no grid lattice found (lattice score {best_score:.2f})")
     # Longer lattice vectors (2a, a+b) score almost as well: take the shortest good one.
     good = [c for c in candidates if c[0] >= 0.8 * best_score]
-    score, _, best_vec = min(good, key=lambda c: c[1])
+    score, length, best_vec = min(good, key=lambda c: c[1])
+    if pixel_size_A:
+        pitch_um = length * factor * pixel_size_A / 1e4
+        if not PLAUSIBLE_PITCH_UM[0] <= pitch_um <= PLAUSIBLE_PITCH_UM[1]:
+            # A check only: the image decides; the pixel size may be wrong.
+            logging.getLogger(__name__).warning(
+                "grid pitch %.0f µm is unusual (100-600 mesh is 42-250 µm): is the pixel "
+                "size of %.6g Å right?",
+                pitch_um,
+                pixel_size_A,
+            )
     return best_vec, score
 
 
