@@ -19,8 +19,8 @@ squareness
     ``4 * (1 - 1.5 * (broken_fraction + bar_fraction))`` clipped: a square that
     lost half its film, or is half covered by a bent bar, scores <= 1.
 cracking
-    ``4 * (1 - exp(-crack_fraction / 0.025))``: one crack across a square
-    (about 2% of its area) scores 2, several cracks 3-4.
+    ``4 * (1 - exp(-crack_fraction / 0.02))``: one crack across a square
+    (about 1% of its area) scores 2, several cracks 3-4.
 contamination
     ``4 * (1 - exp(-contamination_fraction / 0.12))``: 5% covered scores 1-2,
     a third covered scores 4.
@@ -568,7 +568,7 @@ def _score(sq: pd.DataFrame, cfg: AtlasConfig, rng: np.random.Generator) -> pd.D
     vals = {
         "brightness": 4 * np.clip((sq["transmission"] - _T_DARK) / (_T_BRIGHT - _T_DARK), 0, 1),
         "squareness": 4 * np.clip(1 - 1.5 * (sq["broken_fraction"] + sq["bar_fraction"]), 0, 1),
-        "cracking": 4 * (1 - np.exp(-sq["crack_fraction"] / 0.025)),
+        "cracking": 4 * (1 - np.exp(-sq["crack_fraction"] / 0.02)),
         "contamination": 4 * (1 - np.exp(-sq["contamination_fraction"] / 0.12)),
     }
     q = ice_quality(sq["ice_thickness_nm"].to_numpy())

@@ -84,7 +84,7 @@ def sample_defects(
         n = 1 + int(rng.integers(0, 6))
         for _ in range(n):
             d.cracks.extend(_crack_polylines(rng, opening_um))
-        d.crack_widths = [float(rng.uniform(0.4, 1.6)) for _ in d.cracks]
+        d.crack_widths = [float(rng.uniform(0.3, 1.0)) for _ in d.cracks]
     blobs = []
     if rng.random() < rates.contamination:
         target = float(np.exp(rng.uniform(np.log(0.01), np.log(0.5))))
@@ -115,18 +115,20 @@ def sample_defects(
 
 
 def _crack_polylines(rng: np.random.Generator, opening_um: float) -> list[np.ndarray]:
-    """One crack as a persistent random walk, sometimes with a branch."""
+    """One crack: a nearly straight random walk with occasional kinks, sometimes branched."""
     half = opening_um / 2
     step = max(1.5, opening_um / 25)
     n = int(rng.uniform(0.3, 1.3) * opening_um / step) + 2
     start = rng.uniform(-half, half, size=2)
-    turns = np.cumsum(rng.normal(0, 0.3, size=n)) + rng.uniform(0, 2 * np.pi)
+    # film tears along fairly straight lines that kink now and then
+    kinks = rng.normal(0, 0.7, size=n) * (rng.random(n) < 0.12)
+    turns = np.cumsum(rng.normal(0, 0.08, size=n) + kinks) + rng.uniform(0, 2 * np.pi)
     pts = start + step * np.cumsum(np.column_stack([np.cos(turns), np.sin(turns)]), axis=0)
     lines = [np.vstack([start, pts])]
     if rng.random() < 0.4 and n > 4:
         k = int(rng.integers(1, n - 1))
         m = max(3, n // 2)
-        bt = np.cumsum(rng.normal(0, 0.3, size=m)) + turns[k] + rng.choice([-1, 1]) * 0.9
+        bt = np.cumsum(rng.normal(0, 0.1, size=m)) + turns[k] + rng.choice([-1, 1]) * 0.9
         b = pts[k] + step * np.cumsum(np.column_stack([np.cos(bt), np.sin(bt)]), axis=0)
         lines.append(np.vstack([pts[k], b]))
     return lines

@@ -7,6 +7,7 @@ positions are pixel centres, x = column and y = row, so pixel ``(x, y)`` sits at
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,41 +183,53 @@ def _hole_coverage_fourier(
     blur_px: float,
 ) -> np.ndarray:
     """Pixel-integrated hole coverage as a truncated Fourier series (see :func:`hole_coverage`)."""
-    from scipy.special import j1
-
     fill = np.pi * r * r / (p * p)
-    kmax = int(np.ceil(1.5 * p / px_um)) + 1
-    amps, fxs, fys = [], [], []
-    for k1 in range(0, kmax + 1):
-        for k2 in range(-kmax, kmax + 1):
-            if k1 == 0 and k2 <= 0:
-                continue  # half-plane: each +-k pair once
-            fu, fv = k1 / p, k2 / p  # cycles/µm along the hole-lattice axes
-            fx, fy = fu * c - fv * s, fu * s + fv * c  # in the image axes
-            q = 2 * np.pi * np.hypot(fu, fv) * r
-            amp = fill * 2 * j1(q) / q
-            # pixel box integration x detector blur
-            amp *= np.sinc(fx * px_um) * np.sinc(fy * px_um)
-            amp *= np.exp(-2 * (np.pi * blur_px * px_um) ** 2 * (fx * fx + fy * fy))
-            if abs(amp) >= 0.003:
-                amps.append(2 * amp)
-                fxs.append(fx)
-                fys.append(fy)
+    amps, fxs, fys = _hole_series(r, p, c, s, px_um, blur_px)
     shape = np.broadcast_shapes(x.shape, y.shape)
-    if not amps:
+    if not len(amps):
         return np.full(shape, fill, dtype=np.float32)
-    a = np.asarray(amps, dtype=np.float32)
+    a = amps
     # cos(ax + by) = cos(ax)cos(by) - sin(ax)sin(by): for a row of x and a column
     # of y the whole series is one matrix product (rows, 2K) @ (2K, columns).
     xr = np.broadcast_to(x, shape)[0:1, :].ravel()
     yc = np.broadcast_to(y, shape)[:, 0:1].ravel()
-    ax = np.float32(2 * np.pi) * np.outer(np.asarray(fxs, np.float32), xr)  # (K, W)
-    ay = np.float32(2 * np.pi) * np.outer(yc, np.asarray(fys, np.float32))  # (H, K)
+    ax = np.float32(2 * np.pi) * np.outer(fxs, xr)  # (K, W)
+    ay = np.float32(2 * np.pi) * np.outer(yc, fys)  # (H, K)
     left = np.hstack([np.cos(ay) * a, -np.sin(ay) * a])
     right = np.vstack([np.cos(ax), np.sin(ax)])
     out = left @ right
     out += np.float32(fill)
     return np.clip(out, 0, 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _hole_series(
+    r: float, p: float, c: float, s: float, px_um: float, blur_px: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fourier terms of the pixel-integrated hole lattice above a visible amplitude.
+
+    Returns float32 ``(amplitude, fx, fy)`` arrays, one entry per +-k pair
+    (amplitude doubled); cached because every strip of an atlas needs the same.
+    """
+    from scipy.special import j1
+
+    fill = np.pi * r * r / (p * p)
+    kmax = int(np.ceil(1.5 * p / px_um)) + 1
+    k1, k2 = np.meshgrid(np.arange(0, kmax + 1), np.arange(-kmax, kmax + 1), indexing="ij")
+    half_plane = (k1 > 0) | (k2 > 0)  # each +-k pair once, no DC
+    fu, fv = k1[half_plane] / p, k2[half_plane] / p  # cycles/µm along the hole-lattice axes
+    fx, fy = fu * c - fv * s, fu * s + fv * c  # in the image axes
+    q = 2 * np.pi * np.hypot(fu, fv) * r
+    amp = fill * 2 * j1(q) / q
+    # pixel box integration x detector blur
+    amp = amp * np.sinc(fx * px_um) * np.sinc(fy * px_um)
+    amp = amp * np.exp(-2 * (np.pi * blur_px * px_um) ** 2 * (fx * fx + fy * fy))
+    keep = np.abs(amp) >= 0.003
+    return (
+        (2 * amp[keep]).astype(np.float32),
+        fx[keep].astype(np.float32),
+        fy[keep].astype(np.float32),
+    )
 
 
 def disc_coverage(
