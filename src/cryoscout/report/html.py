@@ -31,7 +31,7 @@ SCORES = ("brightness", "squareness", "cracking", "contamination", "overall")
 # draw the legend, so the table and the legend agree.
 _STOPS = ((0.0, (200, 55, 45)), (2.0, (240, 200, 60)), (4.0, (40, 150, 75)))
 # The overview is only for orientation: cap its size so the report stays small.
-_MAX_OVERVIEW_PX = 1600
+_MAX_OVERVIEW_PX = 1400
 
 Overlay = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -294,7 +294,7 @@ def _detail_sections(
         out.append(
             f"<section><h2>{_e(heading)}</h2>"
             '<p class="note">Attention overlays show where the model looked for each defect '
-            "(red = high attention).</p>"
+            "(the warmer and brighter the colour, the more attention).</p>"
             f'<div class="cards">{"".join(cards)}</div></section>'
         )
     return "\n".join(out)
@@ -334,23 +334,10 @@ def _figure(png: bytes, caption: str) -> str:
 
 
 def _default_overlay() -> Overlay:
-    """The overlay of ``cryoscout explain``, so report and explain agree; a plain one otherwise."""
-    try:
-        from cryoscout.screening.explain import attention_overlay
-    except ImportError:  # explain not available: same idea, drawn here
-        return _simple_overlay
+    """The overlay of ``cryoscout explain``, so the report and explain draw maps alike."""
+    from cryoscout.screening.explain import attention_overlay
+
     return attention_overlay
-
-
-def _simple_overlay(square: np.ndarray, att: np.ndarray) -> np.ndarray:
-    """Grey square with attention in red: ``(h, w)`` floats in [0, 1] -> ``(h, w, 3)`` uint8."""
-    g = np.clip(np.asarray(square, dtype=np.float32), 0, 1)
-    a = np.clip(np.asarray(att, dtype=np.float32), 0, 1)
-    if a.shape != g.shape:
-        a = _resize(a, g.shape[0])
-    a = 0.6 * a
-    rgb = np.stack([g * (1 - a) + a, g * (1 - a), g * (1 - a)], axis=-1)
-    return (rgb * 255).round().astype(np.uint8)
 
 
 def _to_uint8(stack: np.ndarray) -> np.ndarray:
@@ -390,19 +377,21 @@ def _png(img: np.ndarray) -> bytes:
     if im.mode == "RGB":
         im = im.quantize(64)
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
+    im.save(buf, format="PNG")
     return buf.getvalue()
 
 
 def _shrink_png(png: bytes, max_px: int) -> bytes:
+    """Downscale a large PNG and store it with a 256-colour palette (a third of the bytes)."""
     from PIL import Image
 
     img = Image.open(io.BytesIO(png))
-    if max(img.size) <= max_px:
+    if max(img.size) <= max_px and img.mode == "P":
         return png
+    img = img.convert("RGB")
     img.thumbnail((max_px, max_px), Image.LANCZOS)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.quantize(256).save(buf, format="PNG")
     return buf.getvalue()
 
 

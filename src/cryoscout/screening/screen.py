@@ -282,7 +282,7 @@ def screen_extraction(
     attention = {k: np.asarray(v) for k, v in (predictions.attention or {}).items()}
 
     # Render everything in memory first: a failure here leaves no output behind.
-    overview_png = _overview_png(montage, scores)
+    overview_png = _overview_png(montage, scores, getattr(extraction, "lattice", None))
     files: dict[str, Path] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     files["squares"] = write_mrc(
@@ -331,7 +331,7 @@ def screen_extraction(
     return ScreenResult(out_dir=out_dir, scores=scores, targets=targets, files=files)
 
 
-def _overview_png(montage: Any, scores: pd.DataFrame) -> bytes:
+def _overview_png(montage: Any, scores: pd.DataFrame, lattice: Any = None) -> bytes:
     """PNG bytes of the overview, squares coloured by predicted overall score."""
     import tempfile
 
@@ -341,7 +341,14 @@ def _overview_png(montage: Any, scores: pd.DataFrame) -> bytes:
     # output folder only ever holds the finished overview.
     with tempfile.TemporaryDirectory(prefix="cryoscout-overview-") as tmp:
         path = Path(tmp) / "overview.png"
-        render_overview(montage.image, scores, path, color_by="overall")
+        render_overview(
+            montage.image,
+            scores,
+            path,
+            color_by="overall",
+            pitch_px=getattr(lattice, "pitch_px", None),
+            angle_deg=getattr(lattice, "angle_deg", None),
+        )
         return path.read_bytes()
 
 
