@@ -27,9 +27,15 @@ from cryoscout.io.atomic import write_text
 
 SCORES = ("brightness", "squareness", "cracking", "contamination", "overall")
 
-# Colour scale for the overall score (0 useless .. 4 excellent); the same stops
-# draw the legend, so the table and the legend agree.
-_STOPS = ((0.0, (200, 55, 45)), (2.0, (240, 200, 60)), (4.0, (40, 150, 75)))
+# Colour scale for the overall score (0 useless .. 4 excellent): viridis, as in the
+# overview picture, sampled at whole scores; the same stops draw the legend.
+_STOPS = (
+    (0.0, (68, 1, 84)),
+    (1.0, (59, 82, 139)),
+    (2.0, (33, 145, 140)),
+    (3.0, (94, 201, 98)),
+    (4.0, (253, 231, 37)),
+)
 # The overview is only for orientation: cap its size so the report stays small.
 _MAX_OVERVIEW_PX = 1400
 
@@ -238,7 +244,7 @@ def _table_rows(table: pd.DataFrame, gray: np.ndarray | None, detail_ids: set[in
                 cells.append(f'<td class="id">{text}</td>')
             elif col == "overall" and not pd.isna(value):
                 cells.append(
-                    f'<td class="score" style="background:{_colour(float(value), 0.35)}">'
+                    f'<td class="score" style="background:{_colour(float(value), 0.45)}">'
                     f"{text}</td>"
                 )
             else:
