@@ -1,14 +1,15 @@
 """MP-NMS: particle centres from a segmentation by mean pooling and max-pooling NMS.
 
 After DeepETPicker: binarize the prediction per class, mean-pool it a few times (kernel
-about the particle size, stride 1, same padding) so each blob peaks at its centre, max-pool
+below the particle size, stride 1, same padding) so each blob peaks at its centre, max-pool
 the result and keep the voxels where the max equals the mean-pooled value and exceeds a
 threshold; finally merge picks closer than a minimum distance, keeping the higher score.
 
 The pooling runs in torch on the input's device (CPU or GPU). Box sums are computed
-separably (three 1D poolings) and as *sums* in float64, so values are exact integers and
-the max-equals-mean test has no rounding ties to lose; the score is the pooled mean in
-[0, 1] (the fraction of the neighbourhood the segmentation fills, after smoothing).
+separably (three 1D poolings) and as *sums* (float32 when that is exact, else float64), so
+values are exact integers and the max-equals-mean test has no rounding ties to lose; the
+score is the pooled mean in [0, 1] (the fraction of the neighbourhood the segmentation
+fills, after smoothing).
 """
 
 from __future__ import annotations
@@ -59,18 +60,21 @@ def pooled_maxima(mask, kernel: int, n_pool: int, threshold: float):
     idx : torch.Tensor
         ``(n, 3)`` int64 ``(z, y, x)``.
     score : torch.Tensor
-        ``(n,)`` float64 pooled means.
+        ``(n,)`` pooled means.
     """
     import torch
 
-    v = mask.to(torch.float64)[None, None]
+    # Box sums of a binary mask are integers; float32 holds them exactly below 2**24,
+    # which covers the usual kernels and halves the memory traffic of float64.
+    exact32 = float(kernel) ** (3 * n_pool) < 2**24
+    v = mask.to(torch.float32 if exact32 else torch.float64)[None, None]
     for _ in range(n_pool):
         v = _box_sum(v, kernel)
     hmax = _box_max(v, kernel)
     norm = float(kernel) ** (3 * n_pool)
     keep = (hmax == v) & (v > threshold * norm)
     idx = torch.nonzero(keep[0, 0])
-    return idx, v[0, 0][keep[0, 0]] / norm
+    return idx, v[0, 0][keep[0, 0]].to(torch.float64) / norm
 
 
 def merge_close(points: np.ndarray, scores: np.ndarray, min_distance: float) -> np.ndarray:
@@ -134,7 +138,9 @@ def mp_nms(
     n_pool
         Mean-pooling passes.
     kernel
-        Pooling kernel (odd); default ``2 * round(radius) + 1`` per class.
+        Pooling kernel (odd); default ``2 * round(radius / 3) + 1`` per class: smaller
+        than the gap between touching particles, since a kernel of the particle diameter
+        merges the blobs of neighbours into one peak between them.
     min_distance
         Merge picks closer than this (voxels); default ``radius``; 0 disables merging.
     prob_threshold
@@ -174,7 +180,7 @@ def mp_nms(
         r = float(per_class(radius, c, None) or 0)
         if r <= 0:
             raise ValueError(f"no positive radius for class {c}")
-        k = per_class(kernel, c, None) or 2 * round(r) + 1
+        k = per_class(kernel, c, None) or 2 * round(r / 3) + 1
         k = int(k) | 1  # odd, so "same" padding keeps the grid
         md = per_class(min_distance, c, None)
         md = r if md is None else float(md)
