@@ -71,6 +71,10 @@ def main() -> None:
             "Command: `CRYOSCOUT_NO_PROGRESS=1 python benchmarks/bench_simulate_atlas.py "
             f"--atlases {args.atlases}`",
             "",
+            "Target: a 5x5 atlas of 1024 px tiles in a few seconds on one core. CPU s is the",
+            "time this single-threaded process spent on a core; wall s is inflated when other",
+            "jobs share the 2 cores (load average above).",
+            "",
             "| atlas | montage (px) | runs | wall s (median) | CPU s (median) | squares |",
             "| --- | --- | --- | --- | --- | --- |",
             *rows,

@@ -47,12 +47,15 @@ def atlas(
 
     Examples:
 
+    \b
       $ cryoscout simulate atlas sim1 --seed 1
-      sim1/atlas.mrc
+      /abs/path/sim1/atlas.mrc
 
+    \b
       $ cryoscout simulate atlas sim_epu --seed 2 --format epu --mesh 200 --rotation 45
 
-      $ cryoscout simulate atlas big --tiles 7x5 --tile-size 2048 --pixel-size-nm 300 \\
+    \b
+      $ cryoscout simulate atlas big --tiles 7x5 --tile-size 2048 --pixel-size-nm 300
           --contamination-rate 0.5 --label-noise 0.5
     """
     import os

@@ -137,14 +137,14 @@ def _crack_polylines(rng: np.random.Generator, opening_um: float) -> list[np.nda
 def _blobs(
     rng: np.random.Generator, radii: np.ndarray, half: float, thick_nm: tuple[float, float]
 ) -> np.ndarray:
-    """Blob table: centre, radius, thickness and an irregular outline (3 harmonics)."""
+    """Blob table: centre, radius, thickness and an irregular outline (harmonics 2, 3, 4)."""
     n = len(radii)
     return np.column_stack(
         [
             rng.uniform(-half, half, size=(n, 2)),
             radii,
             rng.uniform(*thick_nm, size=n),
-            rng.uniform(0, 0.18, size=(n, 3)),
+            rng.uniform(0, 0.12, size=(n, 3)),
             rng.uniform(0, 2 * np.pi, size=(n, 3)),
         ]
     ).astype(np.float64)
@@ -294,7 +294,7 @@ def _draw_blobs(
         ey = dv[y0:y1, x0:x1] - by
         phi = np.arctan2(ey, ex)
         radius = r * (1 + a1 * np.cos(2 * phi + p1) + a2 * np.cos(3 * phi + p2))
-        radius = radius + r * a3 * np.cos(5 * phi + p3)
+        radius = radius + r * a3 * np.cos(4 * phi + p3)
         c = np.clip(0.5 + (radius - np.hypot(ex, ey)) / px_um, 0, 1)
         np.maximum(cov[y0:y1, x0:x1], c, out=cov[y0:y1, x0:x1])
         np.maximum(thick[y0:y1, x0:x1], c * t_nm, out=thick[y0:y1, x0:x1])
