@@ -67,7 +67,7 @@ def test_square_half_covered_by_a_bent_bar_is_less_square():
 def test_squareness_is_rotation_tolerant_and_bounded():
     from scipy import ndimage
 
-    crop = square_crop(0.5, size=128, opening=60)
+    crop = square_crop(0.5, size=128, opening=84)
     turned = ndimage.rotate(crop, 30, reshape=False, order=1, cval=0.01)
     s0, s30 = squareness_raw(crop), squareness_raw(turned)
     assert 0.0 <= s30 <= 1.0
