@@ -166,3 +166,22 @@ def test_appearance_randomisation_keeps_shape_and_mean(seed):
     # Brightness is a label: no transform may shift a square's mean much.
     assert max(abs(float(o.mean()) - float(square.mean())) for o in outs) < 0.3
     np.testing.assert_array_equal(square, np.random.default_rng(9).normal(size=(S, S)))
+
+
+def test_table1_summary_is_mean_and_std_over_runs():
+    from cryoscout.screening.table1 import summarise, to_markdown
+
+    runs = pd.DataFrame(
+        [
+            {"split": "random", "method": "xcryonet", "supervision": "SS", "n_labeled": 100,
+             "n_unlabeled": 1500, "run": r, **dict.fromkeys(SCORES, v), "n_test": 10,
+             "train_s": 1.0, "squares_per_s": 5.0}
+            for r, v in enumerate([1.0, 2.0])
+        ]
+    )  # fmt: skip
+    summary = summarise(runs)
+    assert len(summary) == 1 and summary["runs"].iloc[0] == 2
+    assert summary["overall_mean"].iloc[0] == pytest.approx(1.5)
+    assert summary["overall_std"].iloc[0] == pytest.approx(np.std([1.0, 2.0], ddof=1))
+    md = to_markdown(summary)
+    assert "| random | xcryonet | SS | 100 | 1500 | 1.50 ± 0.71 |" in md

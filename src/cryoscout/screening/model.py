@@ -113,6 +113,12 @@ class Classifier(nn.Module):
                 nn.Linear(hidden // 2, 1),
             )
 
+        # Start every score at the middle of the 0-4 scale: short runs on few labels
+        # then learn deviations instead of first climbing from 0.
+        for head in (self.attributes, self.overall):
+            if head is not None:
+                nn.init.constant_(head[-1].bias, 2.0)
+
     def forward(self, f: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) -> (b, k)
         pooled = f.mean(dim=(2, 3))  # (b, c)
         attrs = self.attributes(pooled)  # (b, n_attributes)
