@@ -19,8 +19,10 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path:
-    """Write ``config.yaml`` into ``run_dir`` with the version, time and command line.
+def write_run_config(
+    run_dir: str | os.PathLike, config: dict[str, Any], filename: str = "config.yaml"
+) -> Path:
+    """Write the run record into ``run_dir`` with the version, time and command line.
 
     Parameters
     ----------
@@ -33,7 +35,7 @@ def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path
     Returns
     -------
     pathlib.Path
-        The path of ``config.yaml``.
+        The path of the record.
     """
     import yaml
 
@@ -45,7 +47,7 @@ def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> Path
         "host": platform.node(),
         "config": _plain(config),
     }
-    out = Path(run_dir) / "config.yaml"
+    out = Path(run_dir) / filename
     return write_text(out, yaml.safe_dump(record, sort_keys=False))
 
 

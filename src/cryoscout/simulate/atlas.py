@@ -648,12 +648,9 @@ def write_simulated_atlas(
         )
     with atomic_path(out / "truth.csv") as tmp:
         sim.truth.to_csv(tmp, index=False, float_format="%.6g")
-    # write_run_config names its file config.yaml; the run record of a simulation
-    # is simulation.yaml so that a later run in the same folder cannot clobber it.
-    rec_dir = out / f".simulation-record-{os.getpid()}"
-    record = write_run_config(
-        rec_dir, {"seed": sim.seed, "format": fmt, **dataclasses.asdict(sim.config)}
+    write_run_config(
+        out,
+        {"seed": sim.seed, "format": fmt, **dataclasses.asdict(sim.config)},
+        filename="simulation.yaml",
     )
-    os.replace(record, out / "simulation.yaml")
-    rec_dir.rmdir()
     return Path(main) if main is not None else out
