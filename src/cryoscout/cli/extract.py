@@ -74,6 +74,7 @@ def extract(
         out / "overview.png",
         pitch_px=lat.pitch_px,
         angle_deg=lat.angle_deg,
+        side_px=lat.square_side_px,
     )
     write_run_config(
         out,

@@ -19,6 +19,7 @@ def render_overview(
     color_by: str | None = None,
     pitch_px: float | None = None,
     angle_deg: float | None = None,
+    side_px: float | None = None,
 ) -> Path:
     """Draw the atlas with each square outlined (at the lattice angle) and numbered.
 
@@ -35,6 +36,8 @@ def render_overview(
         A 0-4 score column to colour the outlines by, with a colour bar.
     pitch_px, angle_deg
         Lattice pitch and angle; estimated from the square centres when omitted.
+    side_px
+        Side of the outline (the opening, pitch - bar width); 0.75 pitch when omitted.
 
     Returns
     -------
@@ -84,7 +87,7 @@ def render_overview(
     values = None
     if color_by is not None and color_by in table:
         values = table[color_by].to_numpy(float)
-    half = 0.5 * 0.8 * pitch_px  # the opening is about 0.7-0.8 pitch
+    half = 0.5 * (side_px if side_px else 0.75 * pitch_px)  # openings are 0.6-0.75 pitch
     t = np.deg2rad(angle_deg)
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * half
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
