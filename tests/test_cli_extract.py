@@ -129,3 +129,30 @@ def test_read_extraction_rejects_mismatched_files(extracted, tmp_path):
     table.iloc[:-1].to_csv(out / "squares.csv", index=False)
     with pytest.raises(InputError, match=r"squares\.csv lists"):
         read_extraction(out)
+
+
+def test_real_epu_atlas_with_missing_tiles_is_one_line_error(run_cli, shared_data, tmp_path):
+    # The trimmed real Atlas.dm names tiles whose images are not shipped.
+    res = run_cli("extract", shared_data / "epu" / "Atlas.dm", "-o", tmp_path / "out")
+    assert res.code == 1
+    assert len(res.err.strip().splitlines()) == 1 and "missing" in res.err
+    assert not (tmp_path / "out" / "squares.csv").exists()
+
+
+def test_real_single_square_image_is_not_an_atlas(run_cli, shared_data, tmp_path):
+    # A medium-magnification image of one square (holes, no bars) holds no grid lattice.
+    path = shared_data / "squares" / "leginon_08mar13e_00010gr_00004sq.mrc"
+    res = run_cli("extract", path, "-o", tmp_path / "out")
+    assert res.code == 1 and "no grid lattice found" in res.err and path.name in res.err
+
+
+def test_overview_coloured_by_a_score(extracted, tmp_path):
+    from PIL import Image
+
+    from cryoscout.report.overview import render_overview
+
+    data = read_extraction(extracted)
+    image = np.random.default_rng(0).random((3000, 2500)).astype(np.float32)
+    out = render_overview(image, data.table, tmp_path / "o.png", color_by="brightness")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and max(im.size) <= 2200 and min(im.size) > 500
