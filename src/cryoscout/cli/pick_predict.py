@@ -62,8 +62,10 @@ def predict(
 
     Examples:
 
+    \b
         $ cryoscout pick predict run1 sim3/tomogram.mrc -o picks3
 
+    \b
         $ cryoscout pick predict run1 TS_01.mrc -o picks --format relion5,coords \\
             --threshold 0.2 --tile 96 --margin 12 --save-probabilities
     """

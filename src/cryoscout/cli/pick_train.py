@@ -106,10 +106,12 @@ def train(
 
     Examples:
 
+    \b
         $ cryoscout pick train sim1/tomogram.mrc,sim2/tomogram.mrc \\
             sim1/particles.csv,sim2/particles.csv -o run1 --radius 4 --patch 48 \\
             --channels 8,16,24,32 --epochs 20
 
+    \b
         $ cryoscout pick train t1.mrc,t2.mrc t1.star,t2.star -o run2 --radius 1:6,2:4 \\
             --val-tomogram t3.mrc --val-coords t3.star --accelerator gpu --devices 4 --strategy ddp
     """

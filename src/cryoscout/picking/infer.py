@@ -109,6 +109,7 @@ def predict_tomogram(
     with_probabilities: bool = False,
     out: TomogramPrediction | None = None,
     progress: bool = True,
+    max_tiles: int | None = None,
 ) -> TomogramPrediction:
     """Segment a whole tomogram with overlap tiling.
 
@@ -133,6 +134,8 @@ def predict_tomogram(
         Preallocated outputs (e.g. memory-mapped MRC data) written tile by tile.
     progress
         Draw a progress bar.
+    max_tiles
+        Stop after this many tiles (for timing on very large volumes); ``None``: all.
 
     Returns
     -------
@@ -157,7 +160,7 @@ def predict_tomogram(
         clip = normalization.get("clip")
         if stats is None:
             stats = tomogram_stats(volume)
-    tiles = list(iter_tiles(shape, tile, margin, align=model.stride))
+    tiles = list(iter_tiles(shape, tile, margin, align=model.stride))[:max_tiles]
     with torch.inference_mode():
         for src, core, inner in track(tiles, "segmenting", unit="tile") if progress else tiles:
             block = np.asarray(volume[src], dtype=np.float32)

@@ -204,6 +204,7 @@ def train_model(
     history : pandas.DataFrame
         One row per epoch: ``epoch, train_loss, lr``, validation metrics, ``elapsed_s``.
     """
+    import logging
     import warnings
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -225,6 +226,11 @@ def train_model(
         persistent_workers=False,
     )
     history = _History(validation, config.val_every, on_epoch)
+    # Lightning announces devices and tips on its loggers; algorithms do not print.
+    quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.WARNING)
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
@@ -239,10 +245,15 @@ def train_model(
         num_sanity_val_steps=0,
     )
     module = PickingModule(model, config.lr, config.weight_decay)
-    with warnings.catch_warnings():
-        # Lightning warns about few workers and small logging intervals on tiny runs.
-        warnings.filterwarnings("ignore", message=".*num_workers.*")
-        warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-        trainer.fit(module, loader)
+    try:
+        with warnings.catch_warnings():
+            # Lightning warns about few workers and small logging intervals on tiny runs.
+            warnings.filterwarnings("ignore", message=".*num_workers.*")
+            warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            trainer.fit(module, loader)
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)
     model = module.model.cpu().eval()
     return model, pd.DataFrame(history.rows)
