@@ -20,25 +20,40 @@ import pandas as pd
 PICK_COLUMNS = ["class", "x", "y", "z", "score"]
 
 
-def _box_sum(v, k: int):
-    """Sum over a ``k^3`` cube with zero padding (same size): three 1D poolings."""
-    import torch.nn.functional as F
+def _shift_reduce(v, k: int, dim: int, op):
+    """Reduce ``v`` over a centred window of ``k`` along ``dim`` (same size).
 
-    p = k // 2
-    # avg_pool3d with divisor_override=1 returns sums; padding counts as zeros.
-    v = F.avg_pool3d(v, (k, 1, 1), stride=1, padding=(p, 0, 0), divisor_override=1)
-    v = F.avg_pool3d(v, (1, k, 1), stride=1, padding=(0, p, 0), divisor_override=1)
-    return F.avg_pool3d(v, (1, 1, k), stride=1, padding=(0, 0, p), divisor_override=1)
+    Window elements beyond the border are left out, which is zero padding for a sum of
+    non-negative values and no padding for a max. ``k - 1`` in-place ops on shifted views
+    of one copy: exact, and on CPU several times faster than ``avg_pool3d``/``max_pool3d``.
+    """
+    out = v.clone()
+    n = v.shape[dim]
+    for shift in range(1, k // 2 + 1):
+        if shift >= n:
+            break
+        head, tail = out.narrow(dim, shift, n - shift), out.narrow(dim, 0, n - shift)
+        op(head, v.narrow(dim, 0, n - shift), out=head)  # the neighbour before
+        op(tail, v.narrow(dim, shift, n - shift), out=tail)  # the neighbour after
+    return out
+
+
+def _box_sum(v, k: int):
+    """Sum over a ``k^3`` cube with zero padding (same size), separably."""
+    import torch
+
+    for dim in (2, 3, 4):
+        v = _shift_reduce(v, k, dim, torch.add)
+    return v
 
 
 def _box_max(v, k: int):
-    """Max over a ``k^3`` cube (padding ignored): max is separable too."""
-    import torch.nn.functional as F
+    """Max over a ``k^3`` cube (padding never wins), separably."""
+    import torch
 
-    p = k // 2
-    v = F.max_pool3d(v, (k, 1, 1), stride=1, padding=(p, 0, 0))
-    v = F.max_pool3d(v, (1, k, 1), stride=1, padding=(0, p, 0))
-    return F.max_pool3d(v, (1, 1, k), stride=1, padding=(0, 0, p))
+    for dim in (2, 3, 4):
+        v = _shift_reduce(v, k, dim, torch.maximum)
+    return v
 
 
 def pooled_maxima(mask, kernel: int, n_pool: int, threshold: float):
@@ -167,8 +182,8 @@ def mp_nms(
         wanted = classes if classes is not None else list(range(1, n_channels))
     elif t.ndim == 3:
         class_map = t.to(torch.int64)
-        present = torch.unique(class_map).tolist()
-        wanted = classes if classes is not None else [int(c) for c in present if c > 0]
+        counts = torch.bincount(class_map.flatten().clamp(min=0))  # faster than unique
+        wanted = classes if classes is not None else [int(c) for c in torch.nonzero(counts[1:]) + 1]
     else:
         raise ValueError("expected a (z, y, x) class map or a (C, z, y, x) probability volume")
 
@@ -190,7 +205,17 @@ def mp_nms(
             mask = t[c] > prob_threshold
         if not bool(mask.any()):
             continue
-        idx, score = pooled_maxima(mask, k, n_pool, threshold)
+        # Pool only the bounding box of the class plus the pooling support: outside it the
+        # box sums are zero in the full volume too, so the result is the same, much faster.
+        nz = torch.nonzero(mask)
+        margin = (n_pool + 1) * (k // 2)
+        lo = (nz.min(dim=0).values - margin).clamp(min=0)
+        hi = torch.minimum(
+            nz.max(dim=0).values + margin + 1, torch.tensor(mask.shape, device=nz.device)
+        )
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        idx, score = pooled_maxima(mask[box], k, n_pool, threshold)
+        idx = idx + lo.to(idx.device)
         pts = idx.cpu().numpy().astype(np.float64)
         sc = score.cpu().numpy()
         keep = merge_close(pts, sc, md)
