@@ -48,11 +48,11 @@ def test_truncated_mrc_is_an_input_error(tmp_path):
     good = write_mrc(tmp_path / "a.mrc", np.ones((64, 64), np.float32), pixel_size_A=2.0)
     bad = tmp_path / "bad.mrc"
     bad.write_bytes(good.read_bytes()[:2000])
-    with pytest.raises(InputError, match="bad.mrc"):
+    with pytest.raises(InputError, match=r"bad\.mrc"):
         read_mrc(bad)
     text = tmp_path / "text.mrc"
     text.write_text("not an mrc at all\n" * 100)
-    with pytest.raises(InputError, match="text.mrc"):
+    with pytest.raises(InputError, match=r"text\.mrc"):
         read_mrc(text)
 
 
