@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from cryoscout.atlas.lattice import Lattice, bar_map, block_mean
+from cryoscout.atlas.rim import Rim, find_rim
 
 # Matching runs on the atlas downsampled so that one pitch is about this many pixels.
 MATCH_PITCH_PX = 28.0
@@ -43,11 +44,15 @@ class SquareDetections:
     ncc
         ``(n,)`` normalised cross-correlation with the template at the centre.
     full
-        ``(n,)`` bool: the square's footprint lies wholly inside the imaged area.
+        ``(n,)`` bool: the square's opening lies wholly inside the imaged area and,
+        where the atlas shows the copper rim of the grid, inside the meshed area.
     from_peak
         ``(n,)`` bool: a correlation peak sat on the node (False: filled from the lattice).
     lattice
         The lattice refined on the detected squares.
+    rim
+        The edge of the meshed area (:func:`cryoscout.atlas.rim.find_rim`), or
+        ``None`` when the atlas does not show it.
     """
 
     x_px: np.ndarray
@@ -56,6 +61,7 @@ class SquareDetections:
     full: np.ndarray
     from_peak: np.ndarray
     lattice: Lattice
+    rim: Rim | None = None
 
 
 def render_template(lattice: Lattice, scale: float = 1.0) -> np.ndarray:
@@ -187,6 +193,10 @@ def find_squares(image: np.ndarray, lattice: Lattice) -> SquareDetections:
 
     xs_a, ys_a = np.asarray(xs, float), np.asarray(ys, float)
     full = footprint_inside(image, xs_a, ys_a, fitted)
+    # Squares cut by the copper rim of the grid are partial too, however well imaged.
+    rim = find_rim(small, coverage, fitted, scale=g)
+    if rim is not None and len(xs_a):
+        full &= footprint_within_rim(xs_a, ys_a, fitted, rim)
     return SquareDetections(
         x_px=xs_a,
         y_px=ys_a,
@@ -194,6 +204,7 @@ def find_squares(image: np.ndarray, lattice: Lattice) -> SquareDetections:
         full=full,
         from_peak=np.asarray(from_peak, bool),
         lattice=fitted,
+        rim=rim,
     )
 
 
@@ -271,6 +282,32 @@ def footprint_inside(
     yi = np.clip(np.round(py).astype(int), 0, h - 1)
     finite = np.isfinite(image[yi, xi])
     return np.all(inside & finite, axis=1)
+
+
+def footprint_within_rim(x: np.ndarray, y: np.ndarray, lattice: Lattice, rim: Rim) -> np.ndarray:
+    """Whether each square's opening lies wholly inside the meshed disc.
+
+    The opening (side pitch - bar width at the lattice angle, corners rounded by
+    a tenth of the side as on real grids) is checked at points along its outline.
+    """
+    side = lattice.square_side_px
+    half, rc = 0.5 * side, 0.1 * side
+    t = np.linspace(-1.0, 1.0, 9) * (half - rc)
+    ones = np.full_like(t, half)
+    arc = np.linspace(0.0, 0.5 * np.pi, 7)
+    ou = [t, t, -ones, ones]
+    ov = [-ones, ones, t, t]
+    for su in (-1, 1):
+        for sv in (-1, 1):
+            ou.append(su * (half - rc + rc * np.cos(arc)))
+            ov.append(sv * (half - rc + rc * np.sin(arc)))
+    ou, ov = np.concatenate(ou), np.concatenate(ov)
+    th = np.deg2rad(lattice.angle_deg)
+    ox = ou * np.cos(th) - ov * np.sin(th)
+    oy = ou * np.sin(th) + ov * np.cos(th)
+    px = np.asarray(x, float)[:, None] + ox[None, :]
+    py = np.asarray(y, float)[:, None] + oy[None, :]
+    return np.all(rim.inside(px, py), axis=1)
 
 
 def _node_grid(lattice: Lattice, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
