@@ -154,3 +154,115 @@ def test_match_to_truth_is_one_to_one():
     assert m.truth_for_found().tolist().count(-1) == 2
     empty = match_to_truth(np.zeros((0, 2)), truth, 3.0)
     assert empty.recall == 0.0 and empty.precision == 1.0
+
+
+# --- the copper rim of the grid -------------------------------------------------------
+
+
+def rim_atlas(shape, pitch, bar, angle, origin, centre, radius, dark=()):
+    """Film 100 inside a disc, bars and copper 2, Poisson noise; ``dark`` squares as copper."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    film = render_lattice(xx - origin[0], yy - origin[1], pitch, bar, angle)
+    film *= np.clip(0.5 + radius - np.hypot(xx - centre[0], yy - centre[1]), 0.0, 1.0)
+    for dx, dy in dark:  # thick ice as dark as copper: only the lattice says it is a square
+        film[np.hypot(xx - dx, yy - dy) < 0.45 * (pitch - bar)] = 0.0
+    rng = np.random.default_rng(2)
+    return rng.poisson(2 + 98 * film).astype(np.float32)
+
+
+def rim_lattice(pitch, bar, angle, origin):
+    from cryoscout.atlas.lattice import Lattice
+
+    return Lattice(pitch, angle, origin, bar_width_px=bar, bar_level=2.0, film_level=100.0)
+
+
+@pytest.mark.parametrize(
+    ("centre", "radius"),
+    [((310.0, 290.0), 250.0), ((-150.0, 330.0), 560.0)],  # whole disc; an arc cut by the edges
+)
+def test_rim_circle_is_fitted_despite_dark_squares(centre, radius):
+    from cryoscout.atlas.rim import find_rim
+
+    pitch, bar, angle, origin = 60.0, 16.0, 30.0, (300.0, 300.0)
+    t = np.deg2rad(angle)
+    a, b = pitch * np.array([np.cos(t), np.sin(t)]), pitch * np.array([-np.sin(t), np.cos(t)])
+    o = np.array(origin)
+    # A black square in the middle of the grid and one next to the rim.
+    dark = [tuple(o), tuple(o + 3 * a + b)]
+    img = rim_atlas((600, 620), pitch, bar, angle, origin, centre, radius, dark)
+    rim = find_rim(img, np.ones_like(img), rim_lattice(pitch, bar, angle, origin))
+    assert rim is not None
+    assert abs(rim.radius_px - radius) < 1.5
+    assert np.hypot(rim.centre_xy[0] - centre[0], rim.centre_xy[1] - centre[1]) < 2.0
+
+
+def test_no_rim_without_a_circular_copper_edge():
+    from cryoscout.atlas.rim import find_rim
+
+    pitch, bar, angle, origin = 60.0, 16.0, 30.0, (300.0, 300.0)
+    lattice = rim_lattice(pitch, bar, angle, origin)
+    plain = synthetic_atlas((600, 620), pitch, bar, angle, origin)
+    assert find_rim(plain, np.ones_like(plain), lattice) is None
+    # Black padding with a straight edge (a single image pasted on a canvas) is no rim.
+    padded = plain.copy()
+    padded[:, :200] = np.random.default_rng(3).poisson(2, (600, 200))
+    assert find_rim(padded, np.ones_like(padded), lattice) is None
+
+
+@pytest.fixture(scope="module")
+def whole_grid():
+    """A 200-mesh grid at 700 nm/px with the whole meshed disc and the rim in view."""
+    from cryoscout.simulate.atlas import AtlasConfig, simulate_atlas
+
+    cfg = AtlasConfig(mesh=200, pixel_size_nm=700.0, rotation_deg=45.0, tiles_x=4, tiles_y=4)
+    sim = simulate_atlas(cfg, seed=11)
+    return sim, extract_squares(sim.montage, size=32)
+
+
+def _flags(sim, ext):
+    truth = sim.truth
+    pitch = 125.0 * 1e4 / sim.pixel_size_A
+    m = match_to_truth(
+        ext.table[["x_px", "y_px"]].to_numpy(), truth[["x_px", "y_px"]].to_numpy(), 0.5 * pitch
+    )
+    found = ext.table["full"].to_numpy()[m.found_index]
+    return m, found, truth.iloc[m.truth_index].reset_index(drop=True)
+
+
+def test_squares_cut_by_the_rim_are_partial(whole_grid):
+    sim, ext = whole_grid
+    m, found, truth = _flags(sim, ext)
+    assert m.recall >= 0.95
+    assert np.mean(found == truth["full"].to_numpy()) >= 0.98
+    # Squares that the image shows whole but the rim cuts: every one must be partial.
+    cx, cy = sim.grid_centre_px
+    r = sim.config.mesh_diameter_mm * 5e6 / sim.pixel_size_A
+    far = np.hypot(truth["x_px"] - cx, truth["y_px"] - cy) > r - 0.5 * 125.0e4 / sim.pixel_size_A
+    rim_cut = (truth["full"].to_numpy() == 0) & far.to_numpy()
+    assert rim_cut.sum() > 20
+    assert (found[rim_cut] == 0).all()
+
+
+def test_dark_squares_inside_the_grid_stay_full(whole_grid):
+    sim, _ = whole_grid
+    truth = sim.truth
+    cx, cy = sim.grid_centre_px
+    d = np.hypot(truth["x_px"] - cx, truth["y_px"] - cy).to_numpy()
+    full = truth["full"].to_numpy() == 1
+    middle = int(np.argmin(d))
+    near_rim = int(np.flatnonzero(full)[np.argmax(d[full])])  # the outermost full square
+    assert full[middle] and full[near_rim]
+    img = np.array(sim.image, dtype=np.float32)
+    copper = float(np.nanpercentile(img, 5))
+    side = (125.0 - 35.0) * 1e4 / sim.pixel_size_A
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    for k in (middle, near_rim):  # thick ice as dark as the copper itself
+        x, y = truth.loc[k, "x_px"], truth.loc[k, "y_px"]
+        img[np.hypot(xx - x, yy - y) < 0.48 * side] = copper
+    ext2 = extract_squares(Montage(img, sim.pixel_size_A, None), size=32)
+    m, found, matched = _flags(sim, ext2)
+    for k in (middle, near_rim):
+        hit = np.flatnonzero(m.truth_index == k)
+        assert len(hit) == 1 and found[hit[0]] == 1
+    assert np.mean(found == matched["full"].to_numpy()) >= 0.98
