@@ -10,4 +10,4 @@ if [ ! -f "$DATA/atlas07/labels.csv" ]; then
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 /usr/bin/time -v cryoscout benchmark table1 "$DATA"/atlas0* -o "$OUT" \
-    --size 32 --epochs 3 --runs 2 --labeled 100,500,900 --unlabeled 1500 --seed 0
+    --size 32 --epochs ${EPOCHS:-8} --runs 2 --labeled 100,500,900 --unlabeled 1500 --seed 0

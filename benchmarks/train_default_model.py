@@ -9,7 +9,13 @@ Recipe (2 CPU cores, shared)::
 
     $ python benchmarks/make_screening_data.py -o /tmp/h4/data --atlases 8 --seed 0 --size 128
     $ python benchmarks/train_default_model.py /tmp/h4/data/atlas0* --run /tmp/h4/default_run \\
-        --labeled 1200 --unlabeled 1200 --epochs 3 --seed 0
+        --labeled 1000 --unlabeled 1000 --epochs 3 --seed 0 --threads 1
+    $ python benchmarks/train_default_model.py /tmp/h4/data/atlas0* --run /tmp/h4/default_run \
+        --labeled 1000 --unlabeled 1000 --epochs 6 --seed 0 --threads 1 \
+        --resume /tmp/h4/default_run/checkpoints/last.ckpt
+
+(the second command continues the first to 6 epochs; the split and data order
+are the same because they derive from the seed).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default).")
+    p.add_argument("--resume", type=Path, help="Continue from RUN/checkpoints/last.ckpt.")
     p.add_argument("--no-install", action="store_true", help="Do not copy into the package.")
     args = p.parse_args()
     if args.threads:
@@ -57,6 +64,7 @@ def main() -> None:
         test_fraction=0.1,
         accelerator="cpu",
         devices=1,
+        resume=args.resume,
     )
     seconds = time.perf_counter() - start
     record["train_seconds"] = round(seconds, 1)
@@ -72,6 +80,7 @@ def main() -> None:
         + " ".join(str(d) for d in args.data)
         + f" --run {args.run} --labeled {args.labeled} --unlabeled {args.unlabeled}"
         + f" --epochs {args.epochs} --size {args.size} --seed {args.seed}"
+        + (f" (resumed from {args.resume})" if args.resume else "")
     )
     save_model(
         MODELS / "default_xcryonet.pt",

@@ -221,11 +221,24 @@ def fit(
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
+    # Lightning's CSV logger starts metrics.csv afresh: keep the epochs before a resume.
+    metrics = run_dir / "metrics.csv"
+    earlier = metrics.read_text() if resume is not None and metrics.is_file() else None
     with warnings.catch_warnings():
         # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful here.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
         trainer.fit(module, loader, val_loader, ckpt_path=None if resume is None else str(resume))
+    if earlier and metrics.is_file() and trainer.is_global_zero:
+        import io
+
+        import pandas as pd
+
+        from cryoscout.io.atomic import write_text
+
+        merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
+        write_text(metrics, merged.to_csv(index=False))
     return module
 
 
