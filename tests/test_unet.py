@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cryoscout.errors import InputError
-from cryoscout.picking.module import soft_dice_loss
+from cryoscout.picking.module import picking_loss, soft_dice_loss
 from cryoscout.picking.unet import ResUNet3d, patch_coords, tomogram_coords
 from cryoscout.picking.weights import PickingModelInfo, load_model, save_model
 
@@ -92,6 +92,20 @@ def test_dice_loss_perfect_wrong_and_gradient():
     loss = soft_dice_loss(logits, target)
     loss.backward()
     assert 0 < loss < 1 and logits.grad.abs().sum() > 0
+
+
+def test_dice_plus_cross_entropy_adds_a_voxel_term():
+    target = torch.zeros(1, 8, 8, 8, dtype=torch.long)
+    target[0, 2:5, 2:5, 2:5] = 1
+    perfect = torch.nn.functional.one_hot(target, 2).permute(0, 4, 1, 2, 3).float() * 50
+    assert picking_loss(perfect, target, "dice+ce") < 1e-3
+    logits = torch.zeros(1, 2, 8, 8, 8)
+    dice = picking_loss(logits, target, "dice")
+    both = picking_loss(logits, target, "dice+ce")
+    # Uniform logits over 2 classes: cross-entropy ln 2 on every voxel.
+    assert torch.isclose(both - dice, torch.log(torch.tensor(2.0)), atol=1e-5)
+    with pytest.raises(ValueError, match="loss"):
+        picking_loss(logits, target, "focal")
 
 
 def test_weights_round_trip(tmp_path):
