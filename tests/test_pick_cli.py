@@ -43,7 +43,7 @@ def trained(data, tmp_path_factory):
             "--radius", "2", "--patch", "16", "--channels", "4,8", "--epochs", "2",
             "--batch-size", "2", "--samples-per-epoch", "4", "--seed", "1",
             "--accelerator", "cpu", "--val-tomogram", str(root / "t1.mrc"),
-            "--val-coords", str(root / "t1.csv"), "--val-every", "1",
+            "--val-coords", str(root / "t1.csv"), "--val-every", "1", "--val-radius", "3",
             "--class-names", "blob",
         ]
     )  # fmt: skip
@@ -57,12 +57,22 @@ def test_train_writes_run_folder(trained):
     assert (trained / "model.pt").is_file()
     metrics = pd.read_csv(trained / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2]
-    assert metrics["train_loss"].between(0, 1).all()
+    # Default loss: soft Dice (0-1) plus cross-entropy (positive).
+    assert (metrics["train_loss"] > 0).all() and metrics["train_loss"].notna().all()
     assert metrics["val_f1"].between(0, 1).all()
     config = yaml.safe_load((trained / "config.yaml").read_text())
     assert config["config"]["n_particles"] == 6
     assert config["config"]["class_names"] == ["blob"]
     assert not list(trained.glob(".*partial*"))
+    assert config["config"]["loss"] == "dice+ce"
+
+
+def test_train_records_particle_radius_for_predict(trained):
+    from cryoscout.picking.weights import load_model
+
+    _, info = load_model(trained / "model.pt")
+    assert info.radius == {1: 2.0}  # the label radius
+    assert info.extra["particle_radius"] == {"1": 3.0}  # --val-radius, sizes MP-NMS
 
 
 def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cli):

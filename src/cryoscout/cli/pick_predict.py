@@ -39,6 +39,12 @@ def predict(
     threshold: float = typer.Option(
         0.1, "--threshold", help="MP-NMS: minimum pooled foreground fraction of a pick (0-1)."
     ),
+    particle_radius: str | None = typer.Option(
+        None,
+        "--particle-radius",
+        help="Particle radius in voxels for MP-NMS: 8, or per class 1:9,2:7 "
+        "(default: recorded at training, else 1.7x the label radius).",
+    ),
     tile: int = typer.Option(0, "--tile", help="Tile side in voxels (default: the patch size)."),
     margin: int = typer.Option(
         -1, "--margin", help="Tile margin discarded (default: a sixth of the tile)."
@@ -98,7 +104,15 @@ def predict(
     if tile <= 2 * margin:
         raise InputError("--tile", f"tile ({tile}) must be larger than twice the margin ({margin})")
     classes = list(range(1, model.num_classes + 1))
-    radius = {c: info.radius.get(c, 1.0) for c in classes}
+    # MP-NMS is sized by the particle radius (kernel, merge distance): recorded by
+    # `pick train --val-radius`, else about 1.7x the label radius (labels ~0.6 r).
+    recorded = {int(c): float(r) for c, r in info.extra.get("particle_radius", {}).items()}
+    radius = {c: recorded.get(c, 1.7 * info.radius.get(c, 1.0)) for c in classes}
+    if particle_radius:
+        from cryoscout.cli.pick_train import parse_radius
+
+        given = parse_radius(particle_radius, "--particle-radius")
+        radius = given if isinstance(given, dict) else dict.fromkeys(classes, given)
     if device == "auto":
         import torch
 
