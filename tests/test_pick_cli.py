@@ -57,14 +57,13 @@ def test_train_writes_run_folder(trained):
     assert (trained / "model.pt").is_file()
     metrics = pd.read_csv(trained / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2]
-    # Default loss: soft Dice (0-1) plus cross-entropy (positive).
-    assert (metrics["train_loss"] > 0).all() and metrics["train_loss"].notna().all()
+    assert metrics["train_loss"].between(0, 1).all()  # soft Dice
     assert metrics["val_f1"].between(0, 1).all()
     config = yaml.safe_load((trained / "config.yaml").read_text())
     assert config["config"]["n_particles"] == 6
     assert config["config"]["class_names"] == ["blob"]
     assert not list(trained.glob(".*partial*"))
-    assert config["config"]["loss"] == "dice+ce"
+    assert config["config"]["loss"] == "dice"
 
 
 def test_train_records_particle_radius_for_predict(trained):

@@ -75,9 +75,9 @@ def train(
     samples: int = typer.Option(64, "--samples-per-epoch", help="Random patches per epoch."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (AdamW, one-cycle)."),
     loss: str = typer.Option(
-        "dice+ce",
+        "dice",
         "--loss",
-        help="dice (DeepETPicker) or dice+ce (adds cross-entropy, learns faster).",
+        help="dice (DeepETPicker) or dice+ce (adds cross-entropy; can collapse to background).",
     ),
     channels: str = typer.Option(
         "24,48,72,108", "--channels", help="Encoder channels per level (e.g. 8,16,24,32 on a CPU)."

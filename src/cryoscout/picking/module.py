@@ -5,8 +5,9 @@ particle class, equally weighted), each channel's Dice computed over the whole
 batch: ``1 - mean_c (2 Σ p_c g_c + ε) / (Σ p_c + Σ g_c + ε)``. Pooling over the
 batch keeps a class that is absent from one patch from dominating the loss.
 Optionally (``loss="dice+ce"``) voxel-wise cross-entropy is added, as in nnU-Net:
-Dice alone (DeepETPicker's loss) gives weak gradients while the prediction is still
-near uniform, which on short CPU runs left the network far from converged.
+it gives gradients while Dice's are weak (prediction near uniform), but on sparse TBall
+labels it can settle on all-background (seen on a 768-patch CPU run), so Dice stays the
+default.
 Optimiser: AdamW with a one-cycle learning-rate schedule stepped every batch.
 The same code runs on CPU, one GPU or several GPUs (DDP): only the Trainer's
 ``accelerator``, ``devices``, ``strategy`` and ``precision`` change.
