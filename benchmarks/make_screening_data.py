@@ -13,6 +13,7 @@ writes them.
 Example::
 
     $ python benchmarks/make_screening_data.py -o data/screening --atlases 5 --seed 0
+    $ python benchmarks/make_screening_data.py -o data/cracks --atlases 6 --seed 1 --crack-scale 2.5
 """
 
 from __future__ import annotations
@@ -33,9 +34,16 @@ from cryoscout.simulate.atlas import AtlasConfig, simulate_atlas
 from cryoscout.simulate.grid import MESH_SPECS
 
 
-def atlas_config(rng: np.random.Generator, tiles: int) -> AtlasConfig:
-    """A varied atlas configuration: the diversity a model must not overfit to."""
-    scale = rng.uniform(0.5, 2.0)
+def atlas_config(
+    rng: np.random.Generator, tiles: int, crack_scale: float = 1.0, defect_scale: float = 1.0
+) -> AtlasConfig:
+    """A varied atlas configuration: the diversity a model must not overfit to.
+
+    ``crack_scale`` and ``defect_scale`` multiply the crack rate and the other
+    defect rates (broken, contamination, dry, bent bars), so that rare defects
+    can be made common enough to learn; 1 keeps the usual mix.
+    """
+    scale = rng.uniform(0.5, 2.0) * defect_scale
     return AtlasConfig(
         mesh=int(rng.choice([200, 300, 300, 400])),
         pixel_size_nm=float(rng.uniform(400, 650)),
@@ -43,9 +51,9 @@ def atlas_config(rng: np.random.Generator, tiles: int) -> AtlasConfig:
         tiles_y=tiles,
         ice_mean_nm=float(rng.uniform(60, 180)),
         broken_rate=float(0.08 * scale),
-        crack_rate=float(np.clip(0.12 * rng.uniform(0.5, 2.5), 0, 0.5)),
-        contamination_rate=float(np.clip(0.25 * rng.uniform(0.5, 2.0), 0, 0.6)),
-        dry_rate=float(0.05 * rng.uniform(0.5, 2.0)),
+        crack_rate=float(np.clip(0.12 * rng.uniform(0.5, 2.5) * crack_scale, 0, 0.5)),
+        contamination_rate=float(np.clip(0.25 * rng.uniform(0.5, 2.0) * defect_scale, 0, 0.6)),
+        dry_rate=float(0.05 * rng.uniform(0.5, 2.0) * defect_scale),
         bent_bar_rate=float(0.03 * scale),
         dose=float(rng.uniform(60, 200)),
         label_noise=0.3,
@@ -100,11 +108,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--tiles", type=int, default=5)
+    p.add_argument("--crack-scale", type=float, default=1.0, help="Crack rate multiplier.")
+    p.add_argument("--defect-scale", type=float, default=1.0, help="Other defects' multiplier.")
     p.add_argument("--crop-truth", action="store_true", help="Skip extraction; crop at truth.")
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     for i in track(range(args.atlases), "atlases", unit="atlas"):
-        cfg = atlas_config(rng, args.tiles)
+        cfg = atlas_config(rng, args.tiles, args.crack_scale, args.defect_scale)
         seed = int(rng.integers(2**31))
         folder = args.out / f"atlas{i:02d}"
         if (folder / "labels.csv").is_file():
