@@ -69,3 +69,12 @@ def test_cli_usage_error_is_one_line(run_cli):
     assert result.code == 2
     assert len(result.err.strip().splitlines()) == 1
     assert "--no-such-flag" in result.err
+
+
+def test_run_record_names_the_cli_arguments_not_the_host_process(tmp_path, run_cli):
+    out = tmp_path / "atlas"
+    result = run_cli("simulate", "atlas", out, "--seed", "4", "--tiles", "1", "--tile-size", "256")
+    assert result.code == 0, result.err
+    record = yaml.safe_load((out / "simulation.yaml").read_text())
+    assert record["command"].startswith("cryoscout simulate atlas ")
+    assert "--seed 4" in record["command"]

@@ -13,10 +13,23 @@ from typing import Any
 from cryoscout import __version__
 from cryoscout.io.atomic import write_text
 
+_invocation: list[str] | None = None
+
+
+def record_invocation(args: list[str]) -> None:
+    """Remember the command line the ``cryoscout`` entry point was called with.
+
+    ``sys.argv`` is wrong when :func:`cryoscout.cli.main.main` is called from Python
+    (a notebook, a workflow engine, the tests), so the entry point records its own.
+    """
+    global _invocation
+    _invocation = list(args)
+
 
 def command_line() -> str:
-    """The command line of this process, shell-quoted."""
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    """The command line of this run, shell-quoted."""
+    args = _invocation if _invocation is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def write_run_config(

@@ -78,8 +78,10 @@ app.add_typer(pick.app, name="pick")
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 failure, 2 bad usage)."""
     from cryoscout.errors import CryoscoutError
+    from cryoscout.runinfo import record_invocation
 
     args = sys.argv[1:] if argv is None else list(argv)
+    record_invocation(["cryoscout", *args])
     _state["debug"] = "--debug" in args
     command = typer.main.get_command(app)
     try:
