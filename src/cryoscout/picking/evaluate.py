@@ -102,6 +102,20 @@ def match_one_to_one(picks: np.ndarray, truth: np.ndarray, radius: float) -> lis
     return out
 
 
+def _metrics(tp: int, fp: int, fn: int, fbeta: float) -> dict[str, float | int]:
+    """One row of :data:`METRICS`: precision, recall and F1 from the counts, plus F-beta."""
+    precision, recall, f1 = _scores(tp, fp, fn)
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "fbeta4": fbeta,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
 def _scores(tp: int, fp: int, fn: int, beta: float = 1.0) -> tuple[float, float, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -162,42 +176,20 @@ def evaluate_picks(
         hits = match_one_to_one(p, t, float(r))
         tp = len(hits)
         fp, fn = len(p) - tp, len(t) - tp
-        precision, recall, f1 = _scores(tp, fp, fn)
         tp_b = len(match_one_to_one(p, t, float(r) * fbeta_radius_factor))
         _, _, fb = _scores(tp_b, len(p) - tp_b, len(t) - tp_b, beta)
-        rows.append(
-            {
-                "class": c,
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
-                "fbeta4": fb,
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "radius": float(r),
-            }
-        )
+        rows.append({"class": c, **_metrics(tp, fp, fn, fb), "radius": float(r)})
         match_rows += [
             {"class": c, "pick": int(p_sel[a]), "truth": int(t_sel[b]), "distance": d}
             for a, b, d in hits
         ]
     per_class = pd.DataFrame(rows, columns=["class", *METRICS, "radius"]).set_index("class")
     tp, fp, fn = (int(per_class[k].sum()) for k in ("tp", "fp", "fn"))
-    precision, recall, f1 = _scores(tp, fp, fn)
     if len(per_class):
         w = np.array([(weights or {}).get(c, 1.0) for c in per_class.index], float)
         fb = float((per_class["fbeta4"] * w).sum() / w.sum()) if w.sum() > 0 else 0.0
     else:
         fb = 0.0
-    overall = {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "fbeta4": fb,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-    }
+    overall = _metrics(tp, fp, fn, fb)
     matches = pd.DataFrame(match_rows, columns=["class", "pick", "truth", "distance"])
     return EvaluationResult(per_class=per_class, overall=overall, matches=matches)
