@@ -21,6 +21,24 @@ def render_overview(
     angle_deg: float | None = None,
     side_px: float | None = None,
 ) -> Path:
+    """Write :func:`overview_png` to ``path`` atomically and return ``path``.
+
+    ``path`` is the PNG to write; the other parameters are those of :func:`overview_png`.
+    """
+    from cryoscout.io.atomic import write_bytes
+
+    png = overview_png(montage_image, table, color_by, pitch_px, angle_deg, side_px)
+    return write_bytes(path, png)
+
+
+def overview_png(
+    montage_image: np.ndarray,
+    table: pd.DataFrame,
+    color_by: str | None = None,
+    pitch_px: float | None = None,
+    angle_deg: float | None = None,
+    side_px: float | None = None,
+) -> bytes:
     """Draw the atlas with each square outlined (at the lattice angle) and numbered.
 
     Parameters
@@ -30,8 +48,6 @@ def render_overview(
     table
         Squares: ``x_px, y_px`` and ``square_id``; ``full`` (partial squares are
         drawn dashed and dimmer) and the ``color_by`` column when given.
-    path
-        The PNG to write (atomically).
     color_by
         A 0-4 score column to colour the outlines by, with a colour bar.
     pitch_px, angle_deg
@@ -41,9 +57,11 @@ def render_overview(
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    bytes
+        The PNG.
     """
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -52,7 +70,6 @@ def render_overview(
     from matplotlib.patches import Polygon
 
     from cryoscout.atlas.lattice import block_mean
-    from cryoscout.io.atomic import atomic_path
 
     image = np.asarray(montage_image, dtype=np.float32)
     h, w = image.shape
@@ -117,10 +134,10 @@ def render_overview(
         title += f"; colour: {color_by} (0-4)"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=max(100, int(shown.shape[1] / (fig_w * scale_fig))), format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=max(100, int(shown.shape[1] / (fig_w * scale_fig))), format="png")
     plt.close(fig)
-    return Path(path)
+    return buffer.getvalue()
 
 
 def _lattice_from_centres(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

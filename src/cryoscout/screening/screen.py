@@ -333,23 +333,15 @@ def screen_extraction(
 
 def _overview_png(montage: Any, scores: pd.DataFrame, lattice: Any = None) -> bytes:
     """PNG bytes of the overview, squares coloured by predicted overall score."""
-    import tempfile
+    from cryoscout.report.overview import overview_png
 
-    from cryoscout.report.overview import render_overview
-
-    # render_overview writes a file; render into a private temporary folder so the
-    # output folder only ever holds the finished overview.
-    with tempfile.TemporaryDirectory(prefix="cryoscout-overview-") as tmp:
-        path = Path(tmp) / "overview.png"
-        render_overview(
-            montage.image,
-            scores,
-            path,
-            color_by="overall",
-            pitch_px=getattr(lattice, "pitch_px", None),
-            angle_deg=getattr(lattice, "angle_deg", None),
-        )
-        return path.read_bytes()
+    return overview_png(
+        montage.image,
+        scores,
+        color_by="overall",
+        pitch_px=getattr(lattice, "pitch_px", None),
+        angle_deg=getattr(lattice, "angle_deg", None),
+    )
 
 
 def _model_size(model: Any) -> int:
