@@ -98,29 +98,6 @@ class ScreeningData:
         return ~np.all(np.isnan(self.labels), axis=1)
 
 
-def _read_extraction(folder: Path) -> tuple[np.ndarray, object, object | None]:
-    """``(stack, squares table, labels table or None)`` of an extraction folder."""
-    try:  # the shared reader, once it exists
-        from cryoscout.io.squares import read_extraction
-    except ImportError:
-        read_extraction = None
-    if read_extraction is not None:
-        ex = read_extraction(folder)
-        labels = getattr(ex, "labels", None)
-        return np.asarray(ex.stack), ex.table, labels
-    import pandas as pd
-
-    from cryoscout.io.mrc import read_mrc
-
-    for name in ("squares.csv", "squares.mrcs"):
-        if not (folder / name).is_file():
-            raise InputError(folder, f"not an extraction folder (no {name})")
-    stack, _ = read_mrc(folder / "squares.mrcs")
-    table = pd.read_csv(folder / "squares.csv")
-    labels = pd.read_csv(folder / "labels.csv") if (folder / "labels.csv").is_file() else None
-    return stack, table, labels
-
-
 def labels_array(table, labels, path: Path | str = "labels.csv") -> np.ndarray:
     """Align a labels table (``square_id`` + any score columns) with a squares table.
 
@@ -161,11 +138,14 @@ def load_screening_data(
     normalisation
         One of :data:`NORMALISATIONS`, applied per folder.
     """
+    from cryoscout.io.squares import read_extraction
+
     images, labels, atlas, ids = [], [], [], []
     for i, folder in enumerate(map(Path, folders)):
         if not folder.is_dir():
             raise InputError(folder, "no such extraction folder")
-        stack, table, lab = _read_extraction(folder)
+        extraction = read_extraction(folder)
+        stack, table, lab = extraction.stack, extraction.table, extraction.labels
         if stack.ndim != 3 or len(stack) != len(table):
             raise InputError(folder, "squares.mrcs and squares.csv disagree on the square count")
         images.append(resize_stack(normalise(stack, normalisation), size))

@@ -134,15 +134,16 @@ def explain_extraction(
     """
     from cryoscout.errors import InputError
     from cryoscout.io.atomic import write_bytes, write_text
+    from cryoscout.io.squares import read_extraction
     from cryoscout.progress import track
-    from cryoscout.screening.data import _read_extraction
     from cryoscout.screening.predict import load_model
 
     model = load_model(model_dir)  # first: a bad model fails before any work
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "no such extraction folder")
-    stack, table, _ = _read_extraction(folder)
+    extraction = read_extraction(folder)
+    stack, table = extraction.stack, extraction.table
     pred = model.predict(stack)
     ids = table["square_id"].to_numpy()
     try:
