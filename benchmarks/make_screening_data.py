@@ -76,15 +76,12 @@ def crop_truth(sim, size: int, fov: float = 1.0) -> tuple[np.ndarray, pd.DataFra
 
 
 def extract(sim, size: int, crop: bool) -> tuple[np.ndarray, pd.DataFrame, str]:
-    """Squares and their table: real extraction when available, else truth crops."""
-    if not crop:
-        try:
-            from cryoscout.atlas.extract import extract_squares
-        except ImportError:
-            crop = True
+    """Squares and their table: real extraction, or crops at the truth centres (``crop``)."""
     if crop:
         stack, table = crop_truth(sim, size)
         return stack, table, "truth-crop"
+    from cryoscout.atlas.extract import extract_squares
+
     ex = extract_squares(sim.montage, size=size, fov=1.0)
     return np.asarray(ex.stack, np.float32), ex.table.copy(), "extract_squares"
 

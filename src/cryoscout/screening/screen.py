@@ -199,7 +199,7 @@ def screen(
         raise InputError(out_dir, "exists and is not a folder")
     # The model first: a corrupt or incompatible model fails before minutes of extraction.
     model = load_model(model_dir)
-    size = size or _model_size(model)
+    size = size or model.size
 
     from cryoscout.atlas.extract import extract_squares
     from cryoscout.atlas.stitch import stitch
@@ -224,7 +224,7 @@ def screen(
         out_dir,
         top_k=top_k,
         input_path=input_path,
-        model_name=_model_name(model, model_dir),
+        model_name=f"{model.variant} ({model_dir or 'default model shipped with cryoscout'})",
         config=config,
         detail_k=detail_k,
     )
@@ -278,7 +278,7 @@ def screen_extraction(
     predictions = model.predict(stack)
     scores = rank_squares(table, predictions.scores)
     targets = select_targets(scores, top_k)
-    has_stage = getattr(montage, "px_to_stage", None) is not None
+    has_stage = montage.px_to_stage is not None
     attention = {k: np.asarray(v) for k, v in (predictions.attention or {}).items()}
 
     # Render everything in memory first: a failure here leaves no output behind.
@@ -342,24 +342,6 @@ def _overview_png(montage: Any, scores: pd.DataFrame, lattice: Any = None) -> by
         pitch_px=getattr(lattice, "pitch_px", None),
         angle_deg=getattr(lattice, "angle_deg", None),
     )
-
-
-def _model_size(model: Any) -> int:
-    """The square size the model expects (128 when it does not say)."""
-    for name in ("size", "input_size"):
-        value = getattr(model, name, None)
-        if isinstance(value, int | np.integer) and value > 0:
-            return int(value)
-    return 128
-
-
-def _model_name(model: Any, model_dir: str | os.PathLike | None) -> str:
-    where = str(model_dir) if model_dir else "default model shipped with cryoscout"
-    for name in ("description", "name", "variant"):
-        value = getattr(model, name, None)
-        if isinstance(value, str) and value:
-            return f"{value} ({where})"
-    return where
 
 
 #: Seed of the built-in example atlas: the README's main job always shows the same grid.
