@@ -28,7 +28,7 @@ def _report(p) -> None:
 def predict(
     tomograms: list[str] = typer.Argument(
         ...,
-        metavar="TOMOGRAM...",
+        metavar="TOMOGRAM",
         help="Tomogram .mrc files, folders of them, or quoted glob patterns ('tomos/*.mrc').",
     ),
     model: Path = typer.Option(
@@ -173,7 +173,7 @@ def predict(
             err=True,
         )
         sys.exit(130)
-    if not res.records:  # a DDP rank other than 0 (rank 0 reports)
+    if res.rank != 0:  # one DDP process reports
         return
     typer.echo(
         f"{res.n_picks} picks in {res.total} tomograms ({res.picked} picked now, "

@@ -110,6 +110,7 @@ class BatchResult:
     n_picks: int
     combined: Path | None
     records: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # of the process that returns it (only rank 0 should report)
 
 
 def find_tomograms(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -466,6 +467,8 @@ def predict_many(
     sig = settings_record(settings, file_sha256(model_file))
     pending = [i for i, job in enumerate(jobs) if not is_done(out_dir, job, sig)]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if pending:  # an older combined file would look complete if this run stops early
+        (out_dir / COMBINED_STAR).unlink(missing_ok=True)
 
     picker = _Picker(model, info, jobs, out_dir, settings, sig)
     data = _TomogramData(len(jobs), pending)
@@ -507,6 +510,7 @@ def predict_many(
         n_picks=sum(int(r["n_picks"]) for r in done),
         combined=combined if "relion5" in settings.formats and combined.is_file() else None,
         records=done,
+        rank=trainer.global_rank,
     )
 
 
