@@ -255,3 +255,62 @@ def test_cli_reads_relion4_picks_of_a_binned_tomogram(tmp_path, run_cli):
     assert json.loads(res.out)["overall"]["tp"] == 1
     refused = run_cli(*args, "--tomogram", tmp_path / "tomo.mrc")
     assert refused.code == 1 and "tilt-series pixel size" in refused.err
+
+
+def _copick_project(tmp_path):
+    import numpy as np
+
+    copick = pytest.importorskip("copick")
+    config = {
+        "name": "czii-like",
+        "description": "",
+        "version": "1.0.0",
+        "config_type": "filesystem",
+        "overlay_root": f"local://{tmp_path / 'overlay'}",
+        "overlay_fs_args": {"auto_mkdir": True},
+        "pickable_objects": [
+            {"name": name, "is_particle": radius > 0, "label": label, "radius": radius,
+             "color": [0, 255, 0, 255]}
+            for name, label, radius in (("ribosome", 1, 150), ("thyroglobulin", 2, 130),
+                                        ("membrane", 3, 0))
+        ],
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    root = copick.from_file(str(path))
+    # Å. TS_1: ribosome found (pick 75 Å away = half of 150, inclusive); thyroglobulin
+    # missed (70 Å > 65). TS_2: ribosome missed, one extra ribosome pick far away.
+    points = {
+        ("TS_1", "curation", "ribosome"): [[1000, 1000, 500]],
+        ("TS_1", "curation", "thyroglobulin"): [[3000, 3000, 500]],
+        ("TS_2", "curation", "ribosome"): [[2000, 2000, 800]],
+        ("TS_1", "model", "ribosome"): [[1075, 1000, 500]],
+        ("TS_1", "model", "thyroglobulin"): [[3070, 3000, 500]],
+        ("TS_2", "model", "ribosome"): [[5000, 5000, 800]],
+    }
+    for run_name in ("TS_1", "TS_2"):
+        run = root.new_run(run_name)
+        for (r, user, obj), pts in points.items():
+            if r == run_name:
+                picks = run.new_picks(obj, session_id="0", user_id=user)
+                picks.from_numpy(np.array(pts, float))
+                picks.store()
+    return path
+
+
+def test_cli_czii_reads_a_copick_project(tmp_path, run_cli):
+    config = _copick_project(tmp_path)
+    res = run_cli(
+        "pick", "evaluate", "--copick", config, "--picks", "model/0", "--metric", "czii",
+        "--weights", "czii", "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    czii = json.loads(res.out)["czii"]
+    ribo, thyro = czii["per_class"]["ribosome"], czii["per_class"]["thyroglobulin"]
+    # ribosome pooled over both runs: tp 1, fp 1, fn 1 -> F4(1/2, 1/2) = 1/2; thyroglobulin 0.
+    assert (ribo["tp"], ribo["fp"], ribo["fn"]) == (1, 1, 1)
+    assert (thyro["tp"], thyro["fp"], thyro["fn"]) == (0, 1, 1)
+    # Challenge weights: ribosome 1, thyroglobulin 2, all six summing to 7.
+    assert czii["score"] == pytest.approx(1 * 0.5 / 7)
+    missing = run_cli("pick", "evaluate", "--copick", config, "--picks", "nobody")
+    assert missing.code == 1 and "no particle picks of nobody" in missing.err

@@ -50,8 +50,8 @@ def _parse_class_values(
 
 
 def evaluate(
-    files: list[Path] = typer.Argument(
-        ...,
+    files: list[Path] | None = typer.Argument(
+        None,
         help="PICKS TRUTH pairs, one per tomogram: picks (CSV, .coords, text, RELION STAR) "
         "then true centres (e.g. a simulator's particles.csv).",
         metavar="PICKS TRUTH",
@@ -60,8 +60,8 @@ def evaluate(
     radius: str | None = typer.Option(
         None,
         "--radius",
-        help="Particle radius in voxels: 5, or per class 1:5,2:8 or ribosome:12 "
-        "(default: the truth's classes.csv).",
+        help="Particle radius in voxels (Å with --copick): 5, or per class 1:5,2:8 or "
+        "ribosome:12 (default: the truth's classes.csv, or the copick project's radii).",
     ),
     metric: str = typer.Option(
         "f1",
@@ -99,6 +99,18 @@ def evaluate(
     tomo_name: str | None = typer.Option(
         None, "--tomo-name", help="Tomogram to keep from STAR files listing several."
     ),
+    copick: Path | None = typer.Option(
+        None,
+        "--copick",
+        help="A copick project's config.json instead of files (needs the copick package): "
+        "every run, coordinates and radii in Å as the project gives them.",
+    ),
+    copick_picks: str | None = typer.Option(
+        None, "--picks", help="With --copick: the picks' user_id[/session_id]."
+    ),
+    copick_truth: str = typer.Option(
+        "curation/0", "--truth", help="With --copick: the truth's user_id[/session_id]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score picks against true centres, per class (named as in the truth's classes.csv).
@@ -113,8 +125,10 @@ def evaluate(
     tomograms; F-beta with beta 4 per class; the weighted mean divided by the sum of all
     weights given. Classes that only the picks have are ignored.
 
-    Several PICKS TRUTH pairs are scored together (one pair per tomogram). The radius
-    comes from --radius, the template maps (--templates), or classes.csv beside the truth.
+    Several PICKS TRUTH pairs are scored together (one pair per tomogram), or all runs of
+    a copick project (--copick, the CZII challenge's layout; truth user curation, session
+    0). The radius comes from --radius, the template maps (--templates), classes.csv
+    beside the truth, or the copick project's particle radii (Å).
 
     Examples:
 
@@ -128,6 +142,10 @@ def evaluate(
     \b
         $ cryoscout pick evaluate picks_relion4.star sim2/particles.csv \\
             --tomogram sim2/tomogram.mrc --tilt-series-pixel-size 2.5
+
+    \b
+        $ cryoscout pick evaluate --copick czii/config.json --picks mymodel/1 \\
+            --metric czii --weights czii
     """
     import json
 
@@ -138,22 +156,33 @@ def evaluate(
         raise InputError("--metric", f"unknown metric {metric!r}; use f1 or czii")
     if weights is not None and metric != "czii":
         raise InputError("--weights", "weights belong to the CZII score; add --metric czii")
-    if len(files) % 2:
-        raise InputError(
-            files[-1], "expected PICKS TRUTH pairs: an even number of files, picks first"
-        )
-    pairs = list(zip(files[::2], files[1::2], strict=True))
+    files = list(files or [])
     tomograms = list(tomograms or [])
-    if len(tomograms) not in (0, 1, len(pairs)):
-        raise InputError(
-            "--tomogram", f"give one tomogram, or one per pair ({len(pairs)}), not {len(tomograms)}"
+    if copick is not None:
+        if files:
+            raise InputError(files[0], "give either PICKS TRUTH files or --copick, not both")
+        if not copick_picks:
+            raise InputError("--picks", "--copick needs --picks USER_ID[/SESSION_ID]")
+        picks_df, truth_df, names, project_radii = _read_copick(copick, copick_picks, copick_truth)
+    else:
+        if not files or len(files) % 2:
+            raise InputError(
+                files[-1] if files else None,
+                "expected PICKS TRUTH pairs: an even number of files, picks first",
+            )
+        pairs = list(zip(files[::2], files[1::2], strict=True))
+        if len(tomograms) not in (0, 1, len(pairs)):
+            raise InputError(
+                "--tomogram",
+                f"give one tomogram, or one per pair ({len(pairs)}), not {len(tomograms)}",
+            )
+        picks_df, truth_df, names = _read_pairs(
+            pairs, tomograms, tomo_name, tilt_series_pixel_size, binning
         )
-
-    picks_df, truth_df, names = _read_pairs(
-        pairs, tomograms, tomo_name, tilt_series_pixel_size, binning
-    )
     if radius is not None:
         radii = _parse_class_values(radius, "--radius", names)
+    elif copick is not None:
+        radii = project_radii
     else:
         radii = _radii_from_files([t for _, t in pairs], templates, tomograms, names)
     if isinstance(radii, dict):
@@ -225,6 +254,19 @@ def _read_pairs(pairs, tomograms, tomo_name, ts_pixel, binning):
         picks.append(pick.assign(tomo=i))
         truths.append(truth.assign(tomo=i))
     return pd.concat(picks, ignore_index=True), pd.concat(truths, ignore_index=True), names
+
+
+def _read_copick(config: Path, picks: str, truth: str):
+    """Picks and truth tables (Å, ``tomo`` = run name), names and radii (Å) of a project."""
+    from cryoscout.io.copick_project import read_copick_picks
+
+    def who(text: str) -> tuple[str, str | None]:
+        user, _, session = text.partition("/")
+        return user, session or None
+
+    p = read_copick_picks(config, *who(picks))
+    t = read_copick_picks(config, *who(truth))
+    return p.table, t.table, t.names, t.radius_A
 
 
 def _geometry(tomogram: Path) -> tuple[tuple[int, ...], float | None]:
