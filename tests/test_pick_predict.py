@@ -157,3 +157,43 @@ def _star(path):
 
     table = starfile.read(path)
     return table["particles"] if isinstance(table, dict) else table
+
+
+def test_a_copick_project_is_picked_run_by_run_and_its_picks_stored(setup, tmp_path, run_cli):
+    copick = pytest.importorskip("copick")
+    root, _ = setup
+    config = {
+        "name": "tiny", "description": "", "version": "1.0.0", "config_type": "filesystem",
+        "overlay_root": f"local://{tmp_path / 'overlay'}", "overlay_fs_args": {"auto_mkdir": True},
+        "pickable_objects": [
+            {"name": "ribo", "is_particle": True, "label": 1, "radius": 40,
+             "color": [0, 255, 0, 255]},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    project = copick.from_file(str(path))
+    rng = np.random.default_rng(1)
+    for run_name in ("TS_1", "TS_2"):
+        vs = project.new_run(run_name).new_voxel_spacing(10.0)
+        for kind in ("denoised", "wbp"):
+            vol = rng.normal(size=SHAPE).astype(np.float32)
+            vs.new_tomogram(kind).from_numpy(vol, levels=1)
+    out = tmp_path / "picks"
+    res = run_cli("pick", "predict", "-m", root, path, "-o", out, "--accelerator", "cpu")
+    assert res.code == 1 and "choose a tomogram type (has denoised, wbp)" in res.err
+    res = run_cli(
+        "pick", "predict", "-m", root, path, "-o", out, "--accelerator", "cpu",
+        "--copick-tomo-type", "denoised",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    stored = {}
+    for run in copick.from_file(str(path)).runs:
+        (picks,) = run.get_picks(user_id="cryoscout", session_id="0")
+        assert picks.pickable_object_name == "ribo"
+        stored[run.name] = picks.numpy()[0]
+    for run_name in ("TS_1", "TS_2"):
+        table = _picks(out, run_name)
+        assert len(table) > 0
+        np.testing.assert_allclose(stored[run_name], table[["x", "y", "z"]].to_numpy() * 10.0)
+    assert set(_star(out / "picks_relion5.star")["rlnTomoName"]) == {"TS_1", "TS_2"}

@@ -29,7 +29,8 @@ def predict(
     tomograms: list[str] = typer.Argument(
         ...,
         metavar="TOMOGRAM",
-        help="Tomogram .mrc files, folders of them, or quoted glob patterns ('tomos/*.mrc').",
+        help="Tomogram .mrc files, folders of them, quoted glob patterns ('tomos/*.mrc'), "
+        "or a copick project's config.json (one tomogram per run).",
     ),
     model: Path = typer.Option(
         ..., "-m", "--model", help="Run folder of `cryoscout pick train`, or its model.pt."
@@ -75,6 +76,17 @@ def predict(
     binning: float | None = typer.Option(
         None, "--binning", help="Tomogram binning relative to the tilt series (for relion4)."
     ),
+    copick_voxel_size: float | None = typer.Option(
+        None, "--copick-voxel-size", help="copick: the voxel spacing (Å) to pick, if several."
+    ),
+    copick_tomo_type: str | None = typer.Option(
+        None, "--copick-tomo-type", help="copick: the tomogram type (e.g. denoised), if several."
+    ),
+    copick_picks: str = typer.Option(
+        "cryoscout/0",
+        "--copick-picks",
+        help="copick: store the picks in the project as USER_ID/SESSION_ID ('' to not store).",
+    ),
     accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
     devices: str = typer.Option(
         "auto", "--devices", help="Devices (GPUs) to spread tomograms over, or 'auto'."
@@ -92,7 +104,8 @@ def predict(
     relion5, picks_relion5.star gathers all tomograms (rlnTomoName per tomogram). With
     several GPUs or nodes (--strategy ddp, or under SLURM) each process picks its share of
     the tomograms. A tomogram is done when NAME.done.json is written: rerunning the same
-    command skips it, so an interrupted run resumes.
+    command skips it, so an interrupted run resumes. A copick project's picks are also
+    stored in the project (--copick-picks), so `pick evaluate --copick` scores them.
 
     Examples:
 
@@ -106,6 +119,10 @@ def predict(
     \b
         $ cryoscout pick predict -m runs/picker tomograms/ -o picks \\
             --accelerator gpu --devices 4 --strategy ddp
+
+    \b
+        $ cryoscout pick predict -m runs/picker czii/config.json -o picks \\
+            --copick-voxel-size 10 --copick-tomo-type denoised
     """
     from cryoscout.errors import InputError
 
@@ -130,6 +147,7 @@ def predict(
     net, info = load_model(model)
     overrides = {"threshold": threshold, "formats": fmts, "save_maps": save_maps}
     overrides |= {"tilt_series_pixel_size_A": ts_pixel, "binning": binning}
+    overrides["copick_picks"] = copick_picks or None
     if particle_radius:
         from cryoscout.cli.pick_train import parse_radius
 
@@ -159,6 +177,8 @@ def predict(
             out,
             settings,
             tomo_name=tomo_name,
+            copick_voxel_size_A=copick_voxel_size,
+            copick_tomo_type=copick_tomo_type,
             accelerator=accelerator,
             devices=n_devices,
             num_nodes=num_nodes,

@@ -66,6 +66,9 @@ class PickSettings:
         For RELION 4 coordinates (unbinned tilt-series pixels).
     save_maps
         Also write ``<name>_segmentation.mrc`` and ``<name>_scores.mrc``.
+    copick_picks
+        ``user_id/session_id`` under which the picks of a copick project's tomograms are
+        also stored in the project (``None``: not stored).
     """
 
     threshold: float
@@ -76,6 +79,7 @@ class PickSettings:
     tilt_series_pixel_size_A: float | None = None
     binning: float | None = None
     save_maps: bool = False
+    copick_picks: str | None = "cryoscout/0"
 
 
 @dataclass
@@ -86,6 +90,7 @@ class TomogramJob:
     name: str
     shape: tuple[int, int, int]  # (z, y, x)
     voxel_size_A: float | None
+    copick: Any = None  # a cryoscout.io.copick_project.CopickTomogram (path: its config)
 
 
 @dataclass
@@ -180,16 +185,24 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     return list(items)[rank::world_size]
 
 
-def plan_jobs(paths: Sequence[Path], tomo_name: str | None = None) -> list[TomogramJob]:
-    """Read each tomogram's header (shape, voxel size) and name it for RELION.
+def plan_jobs(
+    inputs: Sequence[str | os.PathLike],
+    tomo_name: str | None = None,
+    copick_voxel_size_A: float | None = None,
+    copick_tomo_type: str | None = None,
+) -> list[TomogramJob]:
+    """The tomograms to pick, with their shape, voxel size and RELION name.
 
     Parameters
     ----------
-    paths
-        Tomogram files.
+    inputs
+        Tomogram files, folders, glob patterns (see :func:`find_tomograms`), and copick
+        project configurations (``.json``: one tomogram per run, named by the run).
     tomo_name
         ``rlnTomoName`` to use; only with a single tomogram. Default
         :func:`cryoscout.io.coords.tomo_name_from_path`.
+    copick_voxel_size_A, copick_tomo_type
+        Which tomogram of each copick run (needed when a run has several).
 
     Raises
     ------
@@ -200,23 +213,36 @@ def plan_jobs(paths: Sequence[Path], tomo_name: str | None = None) -> list[Tomog
     from cryoscout.io.coords import tomo_name_from_path
     from cryoscout.io.mrc import read_mrc
 
-    if tomo_name is not None and len(paths) != 1:
-        raise InputError("--tomo-name", f"names one tomogram; {len(paths)} given")
-    jobs, by_name = [], {}
-    for path in paths:
+    projects = [Path(i) for i in inputs if str(i).lower().endswith(".json")]
+    others = [i for i in inputs if not str(i).lower().endswith(".json")]
+    files = find_tomograms(others) if others or not projects else []
+    jobs = []
+    for path in files:
         data, voxel = read_mrc(path, mmap=True)  # header and a map, no data read
         if data.ndim != 3:
             raise InputError(path, f"expected a 3D tomogram, got an array of shape {data.shape}")
-        name = tomo_name or tomo_name_from_path(path)
-        if name in by_name:
-            raise InputError(
-                path,
-                f"has the same tomogram name {name!r} as {by_name[name]}; "
-                "rename one (pick files are named by tomogram)",
-            )
-        by_name[name] = path
+        name = tomo_name_from_path(path)
         jobs.append(TomogramJob(Path(path), name, tuple(int(n) for n in data.shape), voxel))
         del data
+    if projects:
+        from cryoscout.io.copick_project import list_copick_tomograms
+
+        for config in projects:
+            for t in list_copick_tomograms(config, copick_voxel_size_A, copick_tomo_type):
+                jobs.append(TomogramJob(config, t.run, t.shape, t.voxel_size_A, copick=t))
+    if tomo_name is not None:
+        if len(jobs) != 1:
+            raise InputError("--tomo-name", f"names one tomogram; {len(jobs)} given")
+        jobs[0].name = tomo_name
+    by_name: dict[str, Path] = {}
+    for job in jobs:
+        if job.name in by_name:
+            raise InputError(
+                job.path,
+                f"has the same tomogram name {job.name!r} as {by_name[job.name]}; "
+                "rename one (pick files are named by tomogram)",
+            )
+        by_name[job.name] = job.path
     return jobs
 
 
@@ -292,7 +318,12 @@ def pick_tomogram(
     from cryoscout.picking.infer import TomogramPrediction, predict_tomogram
     from cryoscout.picking.mpnms import mp_nms
 
-    volume, voxel = read_mrc(job.path, mmap=True)
+    if job.copick is not None:
+        from cryoscout.io.copick_project import open_copick_tomogram
+
+        volume, voxel = open_copick_tomogram(job.copick), job.voxel_size_A
+    else:
+        volume, voxel = read_mrc(job.path, mmap=True)
     classes = list(range(1, model.num_classes + 1))
     with contextlib.ExitStack() as stack:
         out = None
@@ -336,6 +367,11 @@ def pick_tomogram(
             tilt_series_pixel_size_A=settings.tilt_series_pixel_size_A,
             binning=settings.binning,
         )
+    if job.copick is not None and settings.copick_picks:
+        from cryoscout.io.copick_project import write_copick_picks
+
+        user, _, session = settings.copick_picks.partition("/")
+        write_copick_picks(job.copick, picks, user, session or "0")
     return picks
 
 
@@ -407,6 +443,8 @@ def predict_many(
     out_dir: str | os.PathLike,
     settings: PickSettings | None = None,
     tomo_name: str | None = None,
+    copick_voxel_size_A: float | None = None,
+    copick_tomo_type: str | None = None,
     accelerator: str = "auto",
     devices: int | str = "auto",
     num_nodes: int = 1,
@@ -421,13 +459,15 @@ def predict_many(
     model_path
         ``model.pt`` or its run folder (``cryoscout pick train``).
     tomograms
-        Files, folders or glob patterns (see :func:`find_tomograms`).
+        Files, folders, glob patterns or copick configurations (see :func:`plan_jobs`).
     out_dir
         Output folder (see the module docstring).
     settings
         Picking settings; default :func:`default_settings` for the model.
     tomo_name
         ``rlnTomoName`` for a single tomogram.
+    copick_voxel_size_A, copick_tomo_type
+        Which tomogram of each copick run.
     accelerator, devices, num_nodes, strategy
         Passed to :class:`pytorch_lightning.Trainer` (``"ddp"`` for several GPUs or nodes;
         under SLURM, Lightning reads the ranks from the environment).
@@ -459,7 +499,7 @@ def predict_many(
     model, info = load_model(model_path)
     model_file = Path(model_path) / "model.pt" if Path(model_path).is_dir() else Path(model_path)
     settings = settings or default_settings(model, info)
-    jobs = plan_jobs(find_tomograms(tomograms), tomo_name)
+    jobs = plan_jobs(tomograms, tomo_name, copick_voxel_size_A, copick_tomo_type)
     needs_voxel = {"relion5"} & set(settings.formats)
     for job in jobs:
         if needs_voxel and job.voxel_size_A is None:
