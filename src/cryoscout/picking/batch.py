@@ -500,10 +500,7 @@ def predict_many(
     model_file = Path(model_path) / "model.pt" if Path(model_path).is_dir() else Path(model_path)
     settings = settings or default_settings(model, info)
     jobs = plan_jobs(tomograms, tomo_name, copick_voxel_size_A, copick_tomo_type)
-    needs_voxel = {"relion5"} & set(settings.formats)
-    for job in jobs:
-        if needs_voxel and job.voxel_size_A is None:
-            raise InputError(job.path, "no pixel size in the header; RELION 5 STAR needs it")
+    _check_formats(jobs, settings)
     sig = settings_record(settings, file_sha256(model_file))
     pending = [i for i, job in enumerate(jobs) if not is_done(out_dir, job, sig)]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -552,6 +549,18 @@ def predict_many(
         records=done,
         rank=trainer.global_rank,
     )
+
+
+def _check_formats(jobs: Sequence[TomogramJob], settings: PickSettings) -> None:
+    """Refuse, before any tomogram is picked, what a writer would refuse after segmenting."""
+    from cryoscout.io.coords import relion4_scale
+
+    for job in jobs:
+        if "relion5" in settings.formats and job.voxel_size_A is None:
+            raise InputError(job.path, "no pixel size in the header; RELION 5 STAR needs it")
+        if "relion4" in settings.formats:
+            ts, binning = settings.tilt_series_pixel_size_A, settings.binning
+            relion4_scale(job.path, job.voxel_size_A, ts, binning)
 
 
 def default_settings(model, info, **overrides) -> PickSettings:
