@@ -68,7 +68,7 @@ def test_deepfinder_method_is_sklearn_meanshift_with_bin_seeding_and_mean_bandwi
     from sklearn.cluster import MeanShift
 
     rng = np.random.default_rng(0)
-    labels = (rng.random((16, 24, 24)) < 0.08) * rng.integers(1, 3, (16, 24, 24))
+    labels = (rng.random((12, 16, 16)) < 0.1) * rng.integers(1, 3, (12, 16, 16))
     radius = {1: 3.0, 2: 5.0}
     picks = meanshift_picks(labels, radius)
     ref = MeanShift(bandwidth=4.0, bin_seeding=True).fit(np.argwhere(labels > 0).astype(float))
