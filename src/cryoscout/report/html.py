@@ -226,7 +226,7 @@ def _summary(table: pd.DataFrame) -> str:
 def _scale_legend(table: pd.DataFrame, threshold: float) -> str:
     """The 0-4 scale of each score, and how to read a prediction between two levels."""
     rows = "".join(
-        f"<tr><th>{_e(name)}</th><td>{_e(what)}</td><td>{_e(levels)}</td></tr>"
+        f"<b>{_e(name)}</b><span>{_e(what)}</span><span>{_e(levels)}</span>"
         for name, (what, levels) in SCALE_LEGEND.items()
         if name in table
     )
@@ -249,7 +249,7 @@ def _scale_legend(table: pd.DataFrame, threshold: float) -> str:
         text += f" Here the {len(chosen)} targets score {' and '.join(spans)}."
     return (
         '<section class="scale"><h2>What the scores mean (0-4)</h2>'
-        f'<table class="legendtable"><tbody>{rows}</tbody></table>'
+        f'<div class="legendgrid">{rows}</div>'
         f'<p class="note">{_e(text)}</p></section>'
     )
 

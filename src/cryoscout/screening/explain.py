@@ -17,8 +17,12 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: How strongly the attention colour covers the square at the top of the scale.
 OVERLAY_ALPHA = 0.6
@@ -163,6 +167,20 @@ def explain_figure(
     bytes
         The PNG file's content.
     """
+    fig = _explain_fig(square, attention, scores, title, ranges)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _explain_fig(
+    square: np.ndarray,
+    attention: Mapping[str, np.ndarray],
+    scores: Mapping[str, float],
+    title: str,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> Figure:
+    """The matplotlib figure of :func:`explain_figure` (same parameters)."""
     import textwrap
 
     import matplotlib
@@ -198,9 +216,7 @@ def explain_figure(
     # non-breaking spaces keep each "name value" pair on one line when wrapped
     line = "  ·  ".join(f"{k}\u00a0{float(v):.1f}" for k, v in scores.items())
     fig.suptitle("\n".join([title, *textwrap.wrap(line, 32 * len(panels))]), fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def select_squares(
