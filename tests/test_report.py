@@ -183,6 +183,8 @@ def test_overlays_only_for_predicted_defects_on_one_scale(tmp_path):
     # flat is said where the map has no structure inside the opening
     assert "cracking attention (flat" not in cards[5]
     assert "contamination attention (flat: nothing singled out)" in cards[6]
+    assert "contamination 1.0 predicted, but its map is flat" in cards[6]
+    assert "cracked (cracking 2.2)" in cards[5]
     assert "no cracking or contamination predicted, so no overlay" in cards[7]
     # one scale for every square: the legend shows the range over all squares' maps
     from cryoscout.screening.explain import attention_range

@@ -429,8 +429,12 @@ def _attention_legend(name: str, vmin: float, vmax: float) -> str:
     )
 
 
-def _reasons(row: pd.Series, threshold: float) -> list[str]:
-    """What pulls a square's overall score down, in words, from its predicted scores."""
+def _reasons(row: pd.Series, threshold: float, flat: set[str] | None = None) -> list[str]:
+    """What pulls a square's overall score down, in words, from its predicted scores.
+
+    ``flat``: the predicted defects whose attention map singles nothing out, so the
+    score is not backed by a region the model found.
+    """
     said = []
     if "brightness" in row and row["brightness"] < 1.5:
         said.append(f"dark: thick ice (brightness {row['brightness']:.1f})")
@@ -439,9 +443,11 @@ def _reasons(row: pd.Series, threshold: float) -> list[str]:
     if "squareness" in row and row["squareness"] < 2.5:
         said.append(f"film broken or bar in the opening (squareness {row['squareness']:.1f})")
     for name in predicted_defects(row, threshold):
-        said.append(
-            f"{'cracked' if name == 'cracking' else 'contaminated'} ({name} {row[name]:.1f})"
-        )
+        if name in (flat or set()):
+            said.append(f"{name} {row[name]:.1f} predicted, but its map is flat: no region found")
+        else:
+            word = "cracked" if name == "cracking" else "contaminated"
+            said.append(f"{word} ({name} {row[name]:.1f})")
     return said
 
 
@@ -467,10 +473,13 @@ def _card(
         )
     figs = [_figure(_png(gray[i]), "square")]
     defects = [d for d in predicted_defects(row, threshold) if d in attention]
+    flat = set()
     for attr in defects:
         att = np.asarray(attention[attr][i], dtype=np.float32)
         rgb = attention_overlay(gray[i].astype(np.float32) / 255.0, att, *ranges[attr])
-        caption = f"{attr} attention" + (" (flat: nothing singled out)" if is_flat(att) else "")
+        if is_flat(att):
+            flat.add(attr)
+        caption = f"{attr} attention" + (" (flat: nothing singled out)" if attr in flat else "")
         figs.append(_figure(_png(_resize(np.asarray(rgb), gray.shape[1])), caption))
     # overall first: it decides the rank; the attributes say why
     vals = "".join(
@@ -478,7 +487,7 @@ def _card(
         for s in ("overall", *SCORES[:-1])
         if s in table and not pd.isna(row[s])
     )
-    reasons = _reasons(row, threshold)
+    reasons = _reasons(row, threshold, flat)
     if reasons:
         verdict = "; ".join(reasons)
     elif target:
@@ -546,17 +555,10 @@ def _png(img: np.ndarray) -> bytes:
 
 
 def _shrink_png(png: bytes, max_px: int) -> bytes:
-    """Downscale a large PNG and store it with a 256-colour palette (a third of the bytes)."""
-    from PIL import Image
+    """Downscale a large PNG and store it with a 256-colour palette."""
+    from cryoscout.report.overview import palette_png
 
-    img = Image.open(io.BytesIO(png))
-    if max(img.size) <= max_px and img.mode == "P":
-        return png
-    img = img.convert("RGB")
-    img.thumbnail((max_px, max_px), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.quantize(256).save(buf, format="PNG")
-    return buf.getvalue()
+    return palette_png(png, max_px)
 
 
 def _data_uri(png: bytes) -> str:

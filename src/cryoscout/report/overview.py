@@ -88,6 +88,24 @@ def overview_png(
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=dpi, format="png")
     plt.close(fig)
+    return palette_png(buffer.getvalue())
+
+
+def palette_png(png: bytes, max_px: int | None = None) -> bytes:
+    """Store a PNG with a 256-colour palette (a fifth of the bytes), optionally downscaled.
+
+    The octree palette keeps the few saturated colours of outlines and colour bars
+    that a median-cut palette spends on the atlas' grays.
+    """
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    if max_px is not None and max(img.size) > max_px:
+        img.thumbnail((max_px, max_px), Image.LANCZOS)
+    buffer = io.BytesIO()
+    img.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

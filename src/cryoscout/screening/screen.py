@@ -178,7 +178,7 @@ def screen(
     pixel_size_A
         Atlas pixel size in Å, overriding the file's.
     detail_k
-        Squares shown large in the report with attention overlays (best and worst).
+        Lowest-ranked full squares shown as cards in the report, after the targets' cards.
 
     Returns
     -------
