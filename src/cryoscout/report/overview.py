@@ -158,8 +158,9 @@ def overview_figure(
     fig_w = shown.shape[1] / dpi
     fig_h = shown.shape[0] / dpi
     scale_fig = 10.0 / max(fig_w, fig_h)  # a 10-inch figure whatever the atlas size
+    legend_in = 0.7 if target.any() or (color_by is not None and color_by in table) else 0.0
     fig, ax = plt.subplots(
-        figsize=(fig_w * scale_fig + (1.2 if color_by else 0), fig_h * scale_fig + 0.7),
+        figsize=(fig_w * scale_fig + (1.2 if color_by else 0), fig_h * scale_fig + legend_in),
         layout="constrained",
     )
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5))

@@ -197,14 +197,20 @@ def _explain_fig(
         if is_flat(att):
             caption += "\nflat: nothing singled out"
         panels.append((caption, attention_overlay(square, att, vmin, vmax), (vmin, vmax)))
-    fig = Figure(figsize=(3.1 * len(panels), 4.3), dpi=100, layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    # non-breaking spaces keep each "name value" pair on one line when wrapped
+    line = "  ·  ".join(f"{k}\u00a0{float(v):.1f}" for k, v in scores.items())
+    head = [title, *textwrap.wrap(line, 32 * len(panels))]
+    head_in = 0.17 * len(head) + 0.1  # the heading gets its own band: never over the panels
+    fig = Figure(figsize=(3.1 * len(panels), 4.1 + head_in), dpi=100, layout="constrained")
+    top, body = fig.subfigures(2, 1, height_ratios=[head_in, 4.1])
+    top.text(0.5, 0.5, "\n".join(head), ha="center", va="center", fontsize=9)
+    axes = body.subplots(1, len(panels), squeeze=False)[0]
     for ax, (caption, rgb, vrange) in zip(axes, panels, strict=True):
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(caption, fontsize=9)
         ax.set_axis_off()
         if vrange is not None:
-            bar = fig.colorbar(
+            bar = body.colorbar(
                 cm.ScalarMappable(colors.Normalize(*vrange), ATTENTION_CMAP),
                 ax=ax,
                 orientation="horizontal",
@@ -213,9 +219,6 @@ def _explain_fig(
             )
             bar.set_label("attention (same scale for every square)", fontsize=7)
             bar.ax.tick_params(labelsize=7)
-    # non-breaking spaces keep each "name value" pair on one line when wrapped
-    line = "  ·  ".join(f"{k}\u00a0{float(v):.1f}" for k, v in scores.items())
-    fig.suptitle("\n".join([title, *textwrap.wrap(line, 32 * len(panels))]), fontsize=9)
     return fig
 
 
