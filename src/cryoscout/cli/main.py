@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer
     import click
 
 from cryoscout import __version__
+from cryoscout.cli import app as app_cli
 from cryoscout.cli import (
     benchmark,
     explain,
@@ -71,6 +72,7 @@ app.command("train")(train.train)
 app.command("explain")(explain.explain)
 app.command("screen")(screen.screen)
 app.add_typer(benchmark.app, name="benchmark")
+app.command("app")(app_cli.app)
 # Particle picking
 app.add_typer(pick.app, name="pick")
 
