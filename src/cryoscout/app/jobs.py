@@ -31,6 +31,9 @@ class JobRunner:
 
     def start(self) -> None:
         """Mark jobs of an earlier server as interrupted, then start running queued ones."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
         Project(self.project_dir).interrupt_running_jobs()
         self._thread = threading.Thread(target=self._loop, name="cryoscout-jobs", daemon=True)
         self._thread.start()

@@ -14,8 +14,9 @@ def serve(
     port: int = 8765,
     token: str | None = None,
     data_roots: list | None = None,
+    echo: bool = True,
 ) -> None:
-    """Serve the project until interrupted (Ctrl-C)."""
+    """Serve the project until interrupted (Ctrl-C); ``echo`` prints job progress on stderr."""
     import uvicorn
 
     from cryoscout.app.server import create_app
@@ -23,7 +24,8 @@ def serve(
     app = create_app(project_dir, token=token, data_roots=data_roots)
     stop = threading.Event()
     watcher = threading.Thread(target=_echo_jobs, args=(app.state.project.path, stop), daemon=True)
-    watcher.start()
+    if echo:
+        watcher.start()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -84,6 +84,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def resolve_token(host: str, token: str | None) -> str | None:
+    """The token to require: the given one, or a new random one for a non-loopback host."""
+    import secrets
+
+    if token is None and not is_loopback(host):
+        return secrets.token_urlsafe(18)
+    return token
+
+
 def create_app(
     project_dir: str | os.PathLike,
     token: str | None = None,

@@ -39,17 +39,14 @@ def app(
 
         $ cryoscout app my-session --host 0.0.0.0 --port 8765
     """
-    import secrets
-
-    from cryoscout.app.server import is_loopback
+    from cryoscout.app.server import resolve_token
     from cryoscout.errors import InputError
 
     if not 1 <= port <= 65535:
         raise InputError("--port", f"must be 1-65535, not {port}")
     if project.exists() and not project.is_dir():
         raise InputError(project, "exists and is not a folder")
-    if token is None and not is_loopback(host):
-        token = secrets.token_urlsafe(18)
+    token = resolve_token(host, token)
     roots = list(data) or [Path.cwd()]
     if example:
         from cryoscout.app.example import make_example_project

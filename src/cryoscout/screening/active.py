@@ -141,7 +141,7 @@ def suggest(
         d = np.linalg.norm(f, axis=1)
     chosen, dist = [], []
     for _ in range(min(n, int(cand.sum()))):
-        gain = np.where(cand, u * d, -np.inf)
+        gain = np.where(cand, u * (d + 1e-6), -np.inf)  # ties in d: the more uncertain
         i = int(np.argmax(gain))
         chosen.append(i)
         dist.append(float(d[i]))

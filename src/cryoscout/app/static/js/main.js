@@ -24,8 +24,15 @@ function parseHash() {
 async function route() {
   const { view, arg } = parseHash();
   if (current && current !== view) {
-    if (current === "atlas") hideAtlas();
-    if (current === "squares") hideGallery();
+    // One detail panel at a time (its element ids are unique on the page).
+    if (current === "atlas") {
+      hideAtlas();
+      clearPanel($("#atlas-side"));
+    }
+    if (current === "squares") {
+      hideGallery();
+      clearPanel($("#squares-side"));
+    }
   }
   current = view;
   for (const v of VIEWS) $(`#view-${v}`).hidden = v !== view;
@@ -43,6 +50,11 @@ async function route() {
   }
   if (view === "atlas") renderDetail($("#atlas-side"));
   if (view === "squares") renderDetail($("#squares-side"));
+}
+
+function clearPanel(el) {
+  el.replaceChildren();
+  el.dataset.square = "";
 }
 
 function onKey(e) {
