@@ -101,6 +101,13 @@ def test_screening_job_fills_the_cassette_table(client):
     assert sheet.size[0] == cols * size and sheet.size[1] >= len(squares) / cols * size
     overlay = Image.open(io.BytesIO(client.get("/api/atlases/1/sprites/cracking.png").content))
     assert overlay.mode == "RGBA" and overlay.size == sheet.size
+    sid = squares[0]["square_id"]
+    crop = Image.open(io.BytesIO(client.get(f"/api/atlases/1/squares/{sid}/crop.png").content))
+    assert crop.mode == "L" and crop.size == (128, 128)
+    big = client.get(f"/api/atlases/1/squares/{sid}/contamination.png")
+    alpha = np.asarray(Image.open(io.BytesIO(big.content)))[..., 3]
+    assert alpha.shape == (128, 128) and alpha.min() < 30 and alpha.max() > 150  # stretched
+    assert client.get("/api/atlases/1/squares/99999/crop.png").status_code == 404
     report = client.get("/api/atlases/1/report.html")
     assert report.status_code == 200 and "<html" in report.text.lower()
 
@@ -388,6 +395,10 @@ def test_targets_nav_parses_and_follows_hand_edits(client, tmp_path):
     ).json()
     chosen = [x["square_id"] for x in t["targets"]]
     assert outsider in chosen and top[0] not in chosen and len(chosen) == 6
+    sources = {x["square_id"]: x["source"] for x in t["targets"]}
+    assert sources[outsider] == "added" and sources[top[1]] == "top-k"
+    by_default = client.get("/api/atlases/1/targets?top_k=5&model=1").json()["targets"]
+    assert outsider in [x["square_id"] for x in by_default]  # hand edits apply to any model
     nav = client.get("/api/atlases/1/targets.nav")
     assert nav.status_code == 200
     (tmp_path / "t.nav").write_text(nav.text)

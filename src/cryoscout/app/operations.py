@@ -133,6 +133,8 @@ def score_atlas(
     for name, maps in analysis.predictions.attention.items():
         sheet = sprites.overlay_sheet(maps, sprites.OVERLAY_COLOURS.get(name, (255, 0, 0)))
         write_bytes(out / f"{name}.png", sprites.png_bytes(sheet))
+        # Full-size maps as uint8 for the detail view (memory-mapped, one square at a time).
+        np.save(out / f"{name}.npy", (np.clip(maps, 0, 1) * 255).astype(np.uint8))
     folder = project.atlas_dir(atlas_id)
     atlas_fields: dict[str, Any] = {}
     if first:

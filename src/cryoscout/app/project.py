@@ -648,7 +648,14 @@ class Project:
             c.execute(f"UPDATE atlases SET {cols} WHERE id = ?", (*fields.values(), int(atlas_id)))
 
     # -- targets ------------------------------------------------------------------------
-    def set_targets(self, atlas_id: int, top_k: int, add: list[int], remove: list[int]) -> dict:
+    def set_targets(
+        self,
+        atlas_id: int,
+        top_k: int,
+        add: list[int],
+        remove: list[int],
+        model_id: int | None = None,
+    ) -> dict:
         """Store an atlas's target choice: top-k plus squares added/removed by hand."""
         self._atlas_record(atlas_id)
         with db.transaction(self.conn) as c:
@@ -665,7 +672,7 @@ class Project:
                 "added = excluded.added, removed = excluded.removed",
                 (atlas_id, top_k, db.dumps(sorted(added)), db.dumps(sorted(removed))),
             )
-        return self.targets(atlas_id)
+        return self.targets(atlas_id, model_id=model_id)
 
     def targets(self, atlas_id: int, top_k: int | None = None, model_id: int | None = None) -> dict:
         """The atlas's targets as the ``targets.csv`` table (``select_targets`` of ``screen``)."""
@@ -697,6 +704,8 @@ class Project:
         top = select_targets(ranked[~ranked["square_id"].isin(removed)], k)
         chosen = set(top["square_id"]) | added
         targets = select_targets(ranked[ranked["square_id"].isin(chosen)], len(chosen))
+        in_top = targets["square_id"].isin(top["square_id"])
+        targets["source"] = np.where(in_top, "top-k", "added")
         return {
             "top_k": k,
             "added": sorted(added),
@@ -713,6 +722,36 @@ class Project:
         if "epu_square_id" not in t:
             return None
         return dict(zip(t["square_id"], t["epu_square_id"], strict=True))
+
+    def square_png(
+        self, atlas_id: int, square_id: int, kind: str, model_id: int | None = None
+    ) -> bytes:
+        """One square at the extraction size: grey ``crop`` or an RGBA attention overlay."""
+        from cryoscout.app import sprites
+        from cryoscout.io.mrc import read_mrc
+
+        self._atlas_record(atlas_id)
+        row = self.conn.execute(
+            "SELECT idx FROM squares WHERE atlas_id = ? AND square_id = ?", (atlas_id, square_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no square {square_id} in atlas {atlas_id}")
+        i = row["idx"]
+        if kind == "crop":
+            path = self.extraction_dir(atlas_id) / "squares.mrcs"
+            stack, _ = read_mrc(path, mmap=True)
+            # The atlas-wide stretch of the sprites (from a sample), so brightness compares.
+            sample = np.asarray(stack[:: max(1, len(stack) // 64)], dtype=np.float32)
+            lo, hi = np.percentile(sample, [0.5, 99.5])
+            img = np.clip((np.asarray(stack[i], np.float32) - lo) / max(hi - lo, 1e-6), 0, 1)
+            return sprites.png_bytes((img * 255 + 0.5).astype(np.uint8))
+        model = self.current_model if model_id is None else int(model_id)
+        path = self.screen_dir(atlas_id, model) / f"{kind}.npy"
+        if kind not in sprites.OVERLAY_COLOURS or not path.is_file():
+            raise NotFound(f"no {kind} map of atlas {atlas_id} by model {model}")
+        maps = np.load(path, mmap_mode="r")
+        rgba = sprites.overlay_rgba(maps[i : i + 1] / 255.0, sprites.OVERLAY_COLOURS[kind])[0]
+        return sprites.png_bytes(rgba)
 
     def targets_nav(self, atlas_id: int) -> str:
         """The targets as SerialEM navigator text (``io.navigator``, as ``screen`` writes it)."""

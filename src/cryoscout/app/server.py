@@ -66,6 +66,7 @@ class TrainIn(_Strict):
 
 class TargetsIn(_Strict):
     atlas_id: int
+    model_id: int | None = None
     top_k: Annotated[int, Field(ge=0, le=10_000)] = 20
     add: Annotated[list[int], Field(max_length=10_000)] = []
     remove: Annotated[list[int], Field(max_length=10_000)] = []
@@ -209,6 +210,16 @@ def create_app(
         m = proj().current_model if model is None else model
         return atlas_file(atlas_id, f"m{int(m)}/{kind}.png")
 
+    @app.get("/api/atlases/{atlas_id}/squares/{square_id}/{kind}.png")
+    def square_png(
+        atlas_id: int,
+        square_id: int,
+        kind: Literal["crop", "cracking", "contamination"],
+        model: int | None = None,
+    ):
+        png = proj().square_png(atlas_id, square_id, kind, model)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
     @app.get("/api/atlases/{atlas_id}/report.html")
     def report(atlas_id: int):
         p = proj()
@@ -342,12 +353,18 @@ def create_app(
         return t
 
     @app.get("/api/atlases/{atlas_id}/targets")
-    def get_targets(atlas_id: int, top_k: Annotated[int | None, Query(ge=0, le=10_000)] = None):
-        return targets_json(proj().targets(atlas_id, top_k))
+    def get_targets(
+        atlas_id: int,
+        top_k: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+        model: int | None = None,
+    ):
+        return targets_json(proj().targets(atlas_id, top_k, model))
 
     @app.post("/api/targets")
     def set_targets(body: TargetsIn):
-        return targets_json(proj().set_targets(body.atlas_id, body.top_k, body.add, body.remove))
+        p = proj()
+        t = p.set_targets(body.atlas_id, body.top_k, body.add, body.remove, body.model_id)
+        return targets_json(t)
 
     @app.get("/api/atlases/{atlas_id}/targets.csv")
     def targets_csv(atlas_id: int):

@@ -81,15 +81,28 @@ def crop_sheet(stack: np.ndarray, size: int = SPRITE_SIZE) -> np.ndarray:
     return sprite_sheet(display_uint8(stack), size)
 
 
+def overlay_rgba(maps: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    """RGBA overlays of ``(n, h, w)`` attention maps: colour ``rgb``, opacity from attention.
+
+    Each map is stretched between its own 2nd and 98th percentiles first: the
+    network's attention is high almost everywhere, and what matters is *where*
+    it is highest within the square.
+    """
+    a = np.asarray(maps, dtype=np.float32)
+    lo = np.percentile(a, 2, axis=(1, 2), keepdims=True)
+    hi = np.percentile(a, 98, axis=(1, 2), keepdims=True)
+    a = np.clip((a - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
+    rgba = np.zeros((*a.shape, 4), np.uint8)
+    rgba[..., :3] = rgb
+    rgba[..., 3] = (a * 220).astype(np.uint8)  # never fully opaque: the square stays visible
+    return rgba
+
+
 def overlay_sheet(
     maps: np.ndarray, rgb: tuple[int, int, int], size: int = SPRITE_SIZE
 ) -> np.ndarray:
-    """RGBA sprite sheet of attention maps: colour ``rgb``, opacity = attention (0-1)."""
-    a = np.clip(np.asarray(maps, dtype=np.float32), 0, 1)
-    rgba = np.zeros((*a.shape, 4), np.uint8)
-    rgba[..., :3] = rgb
-    rgba[..., 3] = (a * 200).astype(np.uint8)  # never fully opaque: the square stays visible
-    return sprite_sheet(rgba, size)
+    """RGBA sprite sheet of attention maps (see :func:`overlay_rgba`)."""
+    return sprite_sheet(overlay_rgba(maps, rgb), size)
 
 
 #: Overlay colours: cracking red, contamination blue (as in the report).

@@ -14,6 +14,9 @@ def app(
     example: bool = typer.Option(
         False, "--example", help="Fill the project with a simulated 12-grid cassette first."
     ),
+    example_atlases: int = typer.Option(
+        12, "--example-atlases", help="Grids in the example cassette (1-12)."
+    ),
     host: str = typer.Option(
         "127.0.0.1", help="Address to listen on (non-loopback needs a token)."
     ),
@@ -51,7 +54,9 @@ def app(
     if example:
         from cryoscout.app.example import make_example_project
 
-        make_example_project(project).close()
+        if not 1 <= example_atlases <= 12:
+            raise InputError("--example-atlases", f"must be 1-12, not {example_atlases}")
+        make_example_project(project, n=example_atlases).close()
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
     if token:
         url += f"?token={token}"
