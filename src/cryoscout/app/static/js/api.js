@@ -39,7 +39,12 @@ export async function api(path, { method = "GET", body } = {}) {
   const text = await res.text();
   let data = null;
   if (text) {
-    try { data = JSON.parse(text); } catch { data = text; }
+    try {
+      data = JSON.parse(text);
+    } catch {
+      // Tolerate bare NaN (Python's json writes it for missing errors); otherwise keep the text.
+      try { data = JSON.parse(text.replace(/\bNaN\b/g, "null")); } catch { data = text; }
+    }
   }
   if (!res.ok) {
     let detail = data && data.detail !== undefined ? data.detail : `${res.status} ${res.statusText}`;

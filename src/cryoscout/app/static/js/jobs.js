@@ -25,6 +25,7 @@ export async function pollJobs() {
   clearTimeout(timer);
   try {
     const jobs = await api("/api/jobs");
+    if (!Array.isArray(jobs)) throw new Error("unexpected /api/jobs reply");
     state.jobs = jobs;
     for (const j of jobs) {
       const before = known.get(j.id);

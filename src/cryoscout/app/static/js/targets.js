@@ -59,6 +59,13 @@ function show(atlasId, reply) {
   const data = state.squares.get(atlasId);
   const added = new Set(reply.added || []);
   $("#targets-k").value = reply.top_k;
+  const nav = $("#dl-nav");
+  if (reply.has_stage === false) {
+    nav.classList.add("disabled");
+    nav.title = "This atlas has no stage positions, so there is no navigator file.";
+  } else {
+    nav.title = "SerialEM navigator file of these targets";
+  }
   $("#targets-empty").hidden = reply.targets.length > 0;
   $("#targets-summary").textContent = `${reply.targets.length} targets · top ${reply.top_k}` +
     (added.size ? ` + ${added.size} added by hand` : "") +
@@ -98,8 +105,8 @@ export async function refreshTargets() {
   }
   const model = $("#targets-model").value;
   await loadSquares(atlasId);
-  const q = model ? `&model=${model}` : "";
-  const reply = await api(`/api/atlases/${atlasId}/targets?top_k=${Number($("#targets-k").value) || 20}${q}`);
+  // Without top_k the server answers with the atlas's stored choice.
+  const reply = await api(`/api/atlases/${atlasId}/targets${model ? `?model=${model}` : ""}`);
   show(atlasId, reply);
 }
 
