@@ -254,9 +254,7 @@ def test_suggest_next_lists_unlabeled_squares_in_the_servers_order(page, server)
     page.click("#suggest-btn")
     expect(page.locator("#gallery .badge.suggest").first).to_be_visible()
     reply = api(page, "/api/suggestions?n=30")
-    shown = [
-        int(c.get_attribute("data-square")) for c in page.locator("#gallery .cell").all()[:5]
-    ]
+    shown = [int(c.get_attribute("data-square")) for c in page.locator("#gallery .cell").all()[:5]]
     assert shown == [s["square_id"] for s in reply["squares"][:5]]
     assert not set(shown) & set(LABELED)
     assert selected_square(page) == reply["squares"][0]["square_id"]

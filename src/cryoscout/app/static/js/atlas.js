@@ -78,7 +78,8 @@ function drawNow() {
   ctx.drawImage(view.img, view.ox, view.oy, view.meta.overview.width * view.zoom,
     view.meta.overview.height * view.zoom);
   const s = view.meta.overview.scale;
-  const side = view.meta.square_px * s * view.zoom;
+  const side = outlinePx() * s * view.zoom;
+  const angle = ((view.meta.lattice_angle_deg || 0) * Math.PI) / 180;
   const lw = Math.max(1.5, Math.min(4, side / 18));
   const sel = state.selection;
   ctx.font = `${Math.max(9, Math.min(13, side / 5))}px system-ui, sans-serif`;
@@ -87,33 +88,43 @@ function drawNow() {
     const y = sq.y_px * s * view.zoom + view.oy;
     if (x < -side || y < -side || x > w + side || y > hgt + side) continue;
     const v = view.colour === "uncertainty" ? sq.uncertainty : sq.scores?.[view.colour];
+    const half = side / 2 - lw / 2;
+    // Outlines follow the lattice: drawn in the square's own rotated frame.
+    ctx.save();
+    ctx.translate(x, y);
+    ctx.rotate(angle);
     ctx.strokeStyle = colorFor(view.colour, v);
     ctx.lineWidth = lw;
     ctx.setLineDash(sq.full ? [] : [4, 3]);
-    const half = side / 2 - lw;
-    ctx.strokeRect(x - half, y - half, 2 * half, 2 * half);
+    ctx.strokeRect(-half, -half, 2 * half, 2 * half);
+    ctx.setLineDash([]);
     if (sq.target) {
-      ctx.fillStyle = "rgba(36, 86, 166, .9)";
+      ctx.fillStyle = "rgba(36, 86, 166, .95)";
       ctx.beginPath();
-      ctx.arc(x - half + 6, y - half + 6, Math.max(3, lw * 1.3), 0, 2 * Math.PI);
+      ctx.arc(-half + 7, -half + 7, Math.max(3, lw * 1.4), 0, 2 * Math.PI);
       ctx.fill();
     }
     if (isLabeled(sq)) {
       ctx.fillStyle = "rgba(31, 180, 90, .95)";
-      ctx.fillRect(x + half - 8, y - half + 2, 6, 6);
+      ctx.fillRect(half - 10, -half + 3, 7, 7);
     }
     if (sel && sel.atlasId === sq.atlas_id && sel.squareId === sq.square_id) {
-      ctx.setLineDash([]);
       ctx.strokeStyle = "#fff";
       ctx.lineWidth = 2;
-      ctx.strokeRect(x - side / 2 - 3, y - side / 2 - 3, side + 6, side + 6);
+      ctx.strokeRect(-half - lw - 2, -half - lw - 2, 2 * half + 2 * lw + 4, 2 * half + 2 * lw + 4);
     }
     if (side > 46) {
-      ctx.fillStyle = "rgba(255,255,255,.85)";
-      ctx.fillText(String(sq.square_id), x - half + 4, y + half - 5);
+      ctx.fillStyle = "rgba(255,255,255,.9)";
+      ctx.fillText(String(sq.square_id), -half + 4, half - 5);
     }
+    ctx.restore();
   }
   ctx.setLineDash([]);
+}
+
+/** Side of a drawn outline in montage pixels: the open square when known, else most of a pitch. */
+function outlinePx() {
+  return view.meta.opening_px || view.meta.square_px * 0.9;
 }
 
 function squareAt(sx, sy) {
@@ -121,12 +132,18 @@ function squareAt(sx, sy) {
   const s = view.meta.overview.scale;
   const ix = (sx - view.ox) / view.zoom / s;
   const iy = (sy - view.oy) / view.zoom / s;
-  const half = view.meta.square_px / 2;
+  const half = view.meta.square_px / 2; // a whole pitch: every point belongs to a square
+  const t = ((view.meta.lattice_angle_deg || 0) * Math.PI) / 180;
+  const c = Math.cos(t);
+  const sn = Math.sin(t);
   let best = null;
   let bestD = Infinity;
   for (const sq of squaresOf()) {
-    const dx = Math.abs(sq.x_px - ix);
-    const dy = Math.abs(sq.y_px - iy);
+    // The point in the square's lattice frame.
+    const ex = ix - sq.x_px;
+    const ey = iy - sq.y_px;
+    const dx = Math.abs(ex * c + ey * sn);
+    const dy = Math.abs(-ex * sn + ey * c);
     if (dx <= half && dy <= half && dx + dy < bestD) {
       best = sq;
       bestD = dx + dy;
