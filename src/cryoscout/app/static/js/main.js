@@ -83,6 +83,10 @@ async function start() {
   registerDetailPanel($("#atlas-side"), () => current === "atlas");
   registerDetailPanel($("#squares-side"), () => current === "squares");
   document.addEventListener("keydown", onKey);
+  // A toolbar choice hands the keys back to labeling at once.
+  document.addEventListener("change", (e) => {
+    if (e.target.tagName === "SELECT" && e.target.closest(".toolbar")) e.target.blur();
+  });
   try {
     const project = await loadProject();
     initLabeler(project.labeler);
