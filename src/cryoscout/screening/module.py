@@ -194,12 +194,19 @@ def fit(
         Show Lightning's progress bar.
     callbacks
         More Lightning callbacks (e.g. the app's progress reporter).
+
+    Raises
+    ------
+    cryoscout.interrupt.Interrupted
+        When Ctrl-C or SIGTERM stopped the run (``last.ckpt`` holds the last whole epoch).
     """
     import warnings
 
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader
+
+    from cryoscout.training import checkpoint_callback
+    from cryoscout.training import fit as fit_interruptibly
 
     run_dir = Path(run_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -218,10 +225,7 @@ def fit(
         precision=precision,
         default_root_dir=run_dir,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=[
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True),
-            *(callbacks or []),
-        ],
+        callbacks=[checkpoint_callback(run_dir), *(callbacks or [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -230,21 +234,23 @@ def fit(
     # Lightning's CSV logger starts metrics.csv afresh: keep the epochs before a resume.
     metrics = run_dir / "metrics.csv"
     earlier = metrics.read_text() if resume is not None and metrics.is_file() else None
-    with warnings.catch_warnings():
-        # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful here.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        trainer.fit(module, loader, val_loader, ckpt_path=None if resume is None else str(resume))
-    if earlier and metrics.is_file() and trainer.is_global_zero:
-        import io
+    try:
+        with warnings.catch_warnings():
+            # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful.
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*number of training batches.*")
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+            fit_interruptibly(trainer, module, loader, val_loader, ckpt_path=resume)
+    finally:  # an interrupted resume keeps the earlier epochs too
+        if earlier and metrics.is_file() and trainer.is_global_zero:
+            import io
 
-        import pandas as pd
+            import pandas as pd
 
-        from cryoscout.io.atomic import write_text
+            from cryoscout.io.atomic import write_text
 
-        merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
-        write_text(metrics, merged.to_csv(index=False))
+            merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
+            write_text(metrics, merged.to_csv(index=False))
     return module
 
 
