@@ -90,6 +90,7 @@ def test_screening_job_fills_the_cassette_table(client):
     job = client.get(f"/api/jobs/{row['job_id']}").json()
     assert job["progress"] == 1.0 and job["kind"] == "screen"
     detail = client.get("/api/atlases/1").json()
+    assert 0 < detail["opening_px"] < 400 and -90 <= detail["lattice_angle_deg"] <= 90
     png = client.get(detail["overview"]["url"])
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     import io
@@ -408,3 +409,10 @@ def test_targets_nav_parses_and_follows_hand_edits(client, tmp_path):
     assert list(csv["square_id"]) == chosen
     xyz = [float(v) for v in items[0]["StageXYZ"].split()]
     assert xyz[:2] == pytest.approx([csv["stage_x_um"][0], csv["stage_y_um"][0]], abs=1e-3)
+
+
+def test_json_columns_never_hold_nan():
+    from cryoscout.app import db
+
+    text = db.dumps({"overall": float("nan"), "cracking": 0.5, "steps": [float("inf"), 1.0]})
+    assert text == '{"overall": null, "cracking": 0.5, "steps": [null, 1.0]}'

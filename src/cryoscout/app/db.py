@@ -8,6 +8,7 @@ at once are serialised by SQLite instead of overwriting each other.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ CREATE TABLE IF NOT EXISTS atlases (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL, folder TEXT NOT NULL,
     status TEXT NOT NULL, message TEXT, job_id INTEGER, created TEXT NOT NULL,
     has_stage INTEGER, square_px REAL, overview_w INTEGER, overview_h INTEGER,
-    overview_scale REAL, sprite_size INTEGER, sprite_cols INTEGER);
+    overview_scale REAL, sprite_size INTEGER, sprite_cols INTEGER, lattice_angle_deg REAL);
 CREATE TABLE IF NOT EXISTS squares (
     atlas_id INTEGER NOT NULL, square_id INTEGER NOT NULL, idx INTEGER NOT NULL,
     x_px REAL, y_px REAL, full INTEGER, stage_x_um REAL, stage_y_um REAL,
@@ -119,8 +120,19 @@ def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
 
 
 def dumps(value: Any) -> str | None:
-    """JSON text for a column (``None`` stays NULL)."""
-    return None if value is None else json.dumps(value)
+    """JSON text for a column (``None`` stays NULL; NaN and infinities become null)."""
+    return None if value is None else json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def loads(text: str | None) -> Any:

@@ -152,6 +152,7 @@ def score_atlas(
             sprite_size=sprites.SPRITE_SIZE,
             sprite_cols=sprites.sprite_cols(len(data.table)),
             has_stage=int(montage.px_to_stage is not None),
+            lattice_angle_deg=float(lattice.angle_deg),
         )
     _store(project, atlas_id, model_id, result.scores, analysis.uncertainty, first, atlas_fields)
     return {"squares": len(result.scores), "folder": str(out.relative_to(project.path))}
@@ -317,7 +318,10 @@ def run_train(project: Project, job: dict, report: Reporter) -> dict:
 
 
 def _rounded(d: dict | None) -> dict | None:
-    return None if d is None else {k: round(float(v), 4) for k, v in d.items()}
+    """Errors per score, rounded; ``None`` for a score without held-out labels (NaN)."""
+    if d is None:
+        return None
+    return {k: round(float(v), 4) if np.isfinite(v) else None for k, v in d.items()}
 
 
 def _message(exc: BaseException) -> str:

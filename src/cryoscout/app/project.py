@@ -217,6 +217,8 @@ class Project:
                 "scale": a["overview_scale"],
             }
             row["square_px"] = a["square_px"]
+            row["opening_px"] = a["square_px"]
+            row["lattice_angle_deg"] = a["lattice_angle_deg"]
             row["has_stage"] = bool(a["has_stage"])
             row["sprites"] = self._sprites(a, self.current_model)
         return row
