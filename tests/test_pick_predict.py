@@ -197,3 +197,24 @@ def test_a_copick_project_is_picked_run_by_run_and_its_picks_stored(setup, tmp_p
         assert len(table) > 0
         np.testing.assert_allclose(stored[run_name], table[["x", "y", "z"]].to_numpy() * 10.0)
     assert set(_star(out / "picks_relion5.star")["rlnTomoName"]) == {"TS_1", "TS_2"}
+
+
+def test_an_interrupted_run_keeps_finished_tomograms_and_resumes(setup, tmp_path):
+    import signal
+
+    from cryoscout.interrupt import Interrupted
+
+    root, tomos = setup
+    out = tmp_path / "picks"
+
+    def stop_after_first(progress):
+        raise Interrupted(signal.SIGTERM)  # as a SLURM time limit would, mid-run
+
+    with pytest.raises(Interrupted) as caught:
+        batch.predict_many(root, [tomos], out, accelerator="cpu", on_progress=stop_after_first)
+    assert caught.value.signum == signal.SIGTERM
+    assert sorted(p.name for p in out.glob("*.done.json")) == ["TS_01.done.json"]
+    assert not (out / "picks_relion5.star").exists()  # no combined file that looks complete
+    res = batch.predict_many(root, [tomos], out, accelerator="cpu")
+    assert (res.skipped, res.picked, res.total) == (1, 2, 3)
+    assert (out / "picks_relion5.star").is_file()

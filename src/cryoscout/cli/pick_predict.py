@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -139,8 +138,6 @@ def predict(
     except ValueError:
         n_devices = devices
 
-    import signal
-
     from cryoscout.picking import batch
     from cryoscout.picking.weights import load_model
 
@@ -168,8 +165,6 @@ def predict(
             f"tile ({settings.tile}) must be larger than twice the margin ({settings.margin})",
         )
 
-    # SIGTERM (SLURM time limit, kill) stops like Ctrl-C: finished tomograms stay done.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         res = batch.predict_many(
             model,
@@ -186,13 +181,12 @@ def predict(
             on_progress=_report,
             run_config={"model": str(model), "inputs": list(tomograms)},
         )
-    except KeyboardInterrupt:
-        typer.echo(
-            f"cryoscout: interrupted; finished tomograms are kept in {out}. "
-            "Run the same command again to pick the rest.",
-            err=True,
-        )
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (a SLURM time limit)
+        from cryoscout.runinfo import resume_command
+
+        # Finished tomograms are kept; the same command picks the rest (no --resume flag).
+        exc.resume = resume_command().removesuffix(" --resume")
+        raise
     if res.rank != 0:  # one DDP process reports
         return
     typer.echo(

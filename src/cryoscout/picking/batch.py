@@ -532,7 +532,11 @@ def predict_many(
             warnings.filterwarnings("ignore", message=".*num_workers.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             trainer.predict(picker, datamodule=data, return_predictions=False)
-    except SystemExit as exc:  # Lightning turns Ctrl-C into sys.exit(1)
+    except SystemExit as exc:
+        # Lightning turns Ctrl-C (and cryoscout's SIGTERM, a KeyboardInterrupt) into
+        # sys.exit(1); raise the original interrupt again so the signal is reported.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
         raise KeyboardInterrupt from exc
     finally:
         for lg, level in zip(quiet, levels, strict=True):
