@@ -139,11 +139,11 @@ def _one(config: Path, what: str, run: str, found: dict, wanted):
     """The item ``wanted`` of ``found`` (or the only one); a clear error otherwise."""
     if wanted is not None:
         if wanted not in found:
-            have = ", ".join(map(str, found)) or "none"
+            have = ", ".join(sorted(map(str, found))) or "none"
             raise InputError(config, f"run {run} has no {what} {wanted} (has {have})")
         return found[wanted]
     if len(found) != 1:
-        have = ", ".join(map(str, found)) or "none"
+        have = ", ".join(sorted(map(str, found))) or "none"
         raise InputError(config, f"run {run}: choose a {what} (has {have})")
     return next(iter(found.values()))
 
