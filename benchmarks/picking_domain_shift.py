@@ -2,10 +2,12 @@
 
 Domain ``A`` ("home microscope"): SHREC templates 4v94 and 4cr2 at 20 Å, image SNR 0.1,
 white noise, 3 µm defocus, no astigmatism, nothing but the annotated particles.
-Domain ``B`` ("another microscope"): SNR 0.05, noise falling with frequency, 5 µm defocus
-with 1 µm astigmatism and a defocus gradient, 30 non-annotated proteins (5mrc, 3d2f, 1u6g,
-1qvr, 3cf3), gold beads, vesicles, material entering the field of view at high tilt,
-residual alignment errors, and other intensity units (x37 + 512).
+Domains ``B`` and ``C`` ("other microscopes"): half the SNR with noise rising with
+frequency (B), or noise falling with frequency (C); other defocus (5 and 2 µm) with
+astigmatism (1 and 0.5 µm) and a defocus gradient; residual alignment errors; other
+intensity units (x37 + 512, x0.01 - 3); and in both, 30 non-annotated proteins (5mrc,
+3d2f, 1u6g, 1qvr, 3cf3), 4 gold beads, 2 vesicles and material entering the field of
+view at high tilt.
 
 Stages (each writes into ``--out``, so runs can go in parallel and resume)::
 
@@ -43,28 +45,43 @@ CLASSES = ["4v94", "4cr2"]
 DISTRACTOR_CLASSES = ["5mrc", "3d2f", "1u6g", "1qvr", "3cf3"]
 VOXEL_A = 20.0
 
+_SAMPLE = {  # what both other microscopes' samples hold besides the annotated particles
+    "n_distractors": 30,
+    "n_fiducials": 4,
+    "n_membranes": 2,
+    "outside_material": True,
+    "defocus_gradient": True,
+}
 DOMAINS = {
     "A": {"snr": 0.1},
     "B": {
         "snr": 0.05,
-        "noise_slope": -1.0,
+        "noise_slope": 1.0,
         "defocus_um": 5.0,
         "astigmatism_um": 1.0,
         "astigmatism_angle_deg": 30.0,
-        "defocus_gradient": True,
-        "n_distractors": 30,
-        "n_fiducials": 4,
-        "n_membranes": 2,
-        "outside_material": True,
         "alignment_shift_px": 0.5,
         "alignment_rotation_deg": 0.3,
         "intensity_scale": 37.0,
         "intensity_offset": 512.0,
+        **_SAMPLE,
+    },
+    "C": {
+        "snr": 0.1,
+        "noise_slope": -1.0,
+        "defocus_um": 2.0,
+        "astigmatism_um": 0.5,
+        "astigmatism_angle_deg": -45.0,
+        "alignment_shift_px": 1.0,
+        "alignment_rotation_deg": 0.5,
+        "intensity_scale": 0.01,
+        "intensity_offset": -3.0,
+        **_SAMPLE,
     },
 }
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
-SEED_BASE = {"A": 1000, "B": 2000}
+SEED_BASE = {"A": 1000, "B": 2000, "C": 3000}
 
 
 def _config(domain: str, shape, particles: int):
@@ -313,8 +330,9 @@ def _markdown(s: dict) -> str:
         "",
         f"Machine: {s['machine']}.",
         "",
-        f"Classes {s['classes']} at {VOXEL_A:g} Å; domain A {s['domains']['A']}; domain B "
-        f"{s['domains']['B']} with non-annotated proteins {s['distractor_classes']}. "
+        f"Classes {s['classes']} at {VOXEL_A:g} Å; "
+        + "; ".join(f"domain {k}: {v}" for k, v in s["domains"].items())
+        + f"; non-annotated proteins {s['distractor_classes']}. "
         f"Tomogram seeds per domain {s['splits']} (3 to train, 1 to choose the MP-NMS "
         "threshold in the training domain, 2 to test).",
         "",
@@ -348,7 +366,7 @@ def main() -> None:
     p.add_argument("stage", choices=["simulate", "train", "evaluate"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--domain", choices=list(DOMAINS), default="A")
-    p.add_argument("--domains", default="A,B", help="simulate: which domains")
+    p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
     p.add_argument("--variant", choices=["plain", "random"], default="random")
     p.add_argument("--shape", default="64,160,160", help="z,y,x of the simulated tomograms")
     p.add_argument("--particles", type=int, default=60)

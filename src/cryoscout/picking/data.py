@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cryoscout.picking.labels import tball_labels
+from cryoscout.simulate.tomo_imaging import coloured_noise
 
 # How tomograms are normalised before the network; recorded with the weights.
 # Version 2 ("robust"): median and MAD, so that a tomogram's intensity units, offset and
@@ -198,33 +199,6 @@ class Appearance:
     wedge: float = 1.0
     noise_level: tuple[float, float] = (0.0, 1.0)
     noise_slope: tuple[float, float] = (-2.0, 2.0)
-
-
-def coloured_noise(shape: tuple[int, ...], slope: float, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-variance Gaussian noise whose power spectrum goes as ``k^slope``.
-
-    ``k`` is the spatial frequency (cycles per voxel; the lowest nonzero frequency stands
-    in for ``k = 0``). ``slope < 0``: falling with frequency (smooth, blotchy noise);
-    ``0``: white; ``> 0``: rising (grainy).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 of ``shape``.
-    """
-    white = rng.normal(size=shape)
-    if slope == 0:
-        out = white
-    else:
-        freqs = [np.fft.fftfreq(n) for n in shape[:-1]] + [np.fft.rfftfreq(shape[-1])]
-        grids = np.meshgrid(*freqs, indexing="ij", sparse=True)
-        k = np.sqrt(sum(g**2 for g in grids))
-        k = np.maximum(k, 1.0 / max(shape))
-        f = np.fft.rfftn(white) * k ** (slope / 2)
-        f.flat[0] = 0.0
-        out = np.fft.irfftn(f, s=shape)
-    out = out - out.mean()
-    return (out / (out.std() + 1e-12)).astype(np.float32)
 
 
 def randomize_appearance(
