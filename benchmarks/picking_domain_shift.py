@@ -245,8 +245,12 @@ def evaluate(args) -> None:
     classes = list(range(1, len(CLASSES) + 1))
     results = {}
     for run in sorted((args.out / "models").glob("*/model.pt")):
-        model, info = load_model(run)
         name = run.parent.name
+        cache = run.parent / "eval.json"
+        if cache.is_file() and cache.stat().st_mtime > run.stat().st_mtime and not args.force:
+            results[name] = json.loads(cache.read_text())
+            continue
+        model, info = load_model(run)
         home = info.extra["domain"]
         radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
 
@@ -308,6 +312,7 @@ def evaluate(args) -> None:
                 }
             res[domain] = {"per_class": per, "false_picks": fps, "distractors": n_dis}
         results[name] = res
+        write_text(cache, json.dumps(res, indent=1))
         print(name, json.dumps(res), flush=True)
     summary = {
         "machine": f"{platform.node()}: {os.cpu_count()} CPU cores shared with other jobs, no GPU",
@@ -382,6 +387,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-results", action="store_true")
+    p.add_argument("--force", action="store_true", help="evaluate: ignore cached results")
     args = p.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     if args.stage == "simulate":
