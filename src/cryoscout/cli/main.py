@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer
     import click
 
 from cryoscout import __version__
+from cryoscout.cli import app as app_cli
 from cryoscout.cli import (
     benchmark,
     explain,
@@ -29,6 +30,7 @@ from cryoscout.cli import (
     simulate,
     train,
 )
+from cryoscout.cli.help import CONTEXT_SETTINGS, Command
 
 app = typer.Typer(
     name="cryoscout",
@@ -37,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 _state = {"debug": False}
@@ -65,12 +68,13 @@ def _root(
 
 # Grid screening
 app.add_typer(simulate.app, name="simulate")
-app.command("info")(info.info)
-app.command("extract")(extract.extract)
-app.command("train")(train.train)
-app.command("explain")(explain.explain)
-app.command("screen")(screen.screen)
+app.command("info", cls=Command)(info.info)
+app.command("extract", cls=Command)(extract.extract)
+app.command("train", cls=Command)(train.train)
+app.command("explain", cls=Command)(explain.explain)
+app.command("screen", cls=Command)(screen.screen)
 app.add_typer(benchmark.app, name="benchmark")
+app.command("app")(app_cli.app)
 # Particle picking
 app.add_typer(pick.app, name="pick")
 
@@ -78,6 +82,7 @@ app.add_typer(pick.app, name="pick")
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 failure, 2 bad usage)."""
     from cryoscout.errors import CryoscoutError
+    from cryoscout.interrupt import signals_interrupt
     from cryoscout.runinfo import record_invocation
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -85,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     _state["debug"] = "--debug" in args
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="cryoscout", standalone_mode=False)
+        # Not command.main(): typer's turns Ctrl-C into a silent exit status.
+        with signals_interrupt(), command.make_context("cryoscout", args) as ctx:
+            command.invoke(ctx)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -107,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cryoscout: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("cryoscout: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except Exception as exc:
         if _state["debug"]:
             raise
@@ -119,6 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Say that the run was stopped and how to continue; return 128 + the signal number."""
+    import signal
+
+    signum = getattr(exc, "signum", signal.SIGINT)
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    resume = getattr(exc, "resume", None)
+    how = f"resume with: {resume}" if resume else "run the same command again to redo it"
+    from cryoscout.progress import progress_enabled
+
+    start = "\n" if progress_enabled() else ""  # after a progress bar's partial line
+    print(f"{start}cryoscout: interrupted by {name}; {how}", file=sys.stderr)
+    return 128 + int(signum)
 
 
 if __name__ == "__main__":

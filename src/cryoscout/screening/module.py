@@ -169,6 +169,7 @@ def fit(
     precision: str = "32-true",
     resume: str | os.PathLike | None = None,
     progress: bool = False,
+    callbacks: list | None = None,
 ) -> XCryoNetModule:
     """Train ``module`` with a Lightning ``Trainer``: CPU, GPU, DDP and SLURM alike.
 
@@ -191,12 +192,21 @@ def fit(
         A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``).
     progress
         Show Lightning's progress bar.
+    callbacks
+        More Lightning callbacks (e.g. the app's progress reporter).
+
+    Raises
+    ------
+    cryoscout.interrupt.Interrupted
+        When Ctrl-C or SIGTERM stopped the run (``last.ckpt`` holds the last whole epoch).
     """
     import warnings
 
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader
+
+    from cryoscout.training import checkpoint_callback
+    from cryoscout.training import fit as fit_interruptibly
 
     run_dir = Path(run_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -215,7 +225,7 @@ def fit(
         precision=precision,
         default_root_dir=run_dir,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)],
+        callbacks=[checkpoint_callback(run_dir), *(callbacks or [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -224,21 +234,23 @@ def fit(
     # Lightning's CSV logger starts metrics.csv afresh: keep the epochs before a resume.
     metrics = run_dir / "metrics.csv"
     earlier = metrics.read_text() if resume is not None and metrics.is_file() else None
-    with warnings.catch_warnings():
-        # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful here.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        trainer.fit(module, loader, val_loader, ckpt_path=None if resume is None else str(resume))
-    if earlier and metrics.is_file() and trainer.is_global_zero:
-        import io
+    try:
+        with warnings.catch_warnings():
+            # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful.
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*number of training batches.*")
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+            fit_interruptibly(trainer, module, loader, val_loader, ckpt_path=resume)
+    finally:  # an interrupted resume keeps the earlier epochs too
+        if earlier and metrics.is_file() and trainer.is_global_zero:
+            import io
 
-        import pandas as pd
+            import pandas as pd
 
-        from cryoscout.io.atomic import write_text
+            from cryoscout.io.atomic import write_text
 
-        merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
-        write_text(metrics, merged.to_csv(index=False))
+            merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
+            write_text(metrics, merged.to_csv(index=False))
     return module
 
 
@@ -296,6 +308,8 @@ def train_run(
     resume: str | os.PathLike | None = None,
     augment=None,
     progress: bool = False,
+    init: str | os.PathLike | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """The ``cryoscout train`` operation: read, split, train, evaluate, save.
 
@@ -314,6 +328,13 @@ def train_run(
         Fraction of labeled squares held out to measure the error.
     augment
         Optional ``f(square, rng) -> square`` appearance randomisation.
+    init
+        Fine-tune: start from this model (a run folder or ``model.pt``; ``"default"``
+        for the shipped one) instead of random weights. Its variant, size, width and
+        normalisation replace the arguments, and its error on the held-out squares
+        before training is recorded as ``test_mean_abs_diff_before``.
+    callbacks
+        More Lightning callbacks, passed to :func:`fit`.
 
     Returns
     -------
@@ -326,6 +347,13 @@ def train_run(
     from cryoscout.screening.predict import save_model
 
     run_dir = Path(run_dir)
+    start = None
+    if init is not None:
+        from cryoscout.screening.predict import load_model
+
+        start = load_model(None if str(init) == "default" else init)
+        variant, size = start.variant, start.size
+        width, normalisation = int(start.meta["width"]), start.meta["normalisation"]
     data = load_screening_data(folders, size=size, normalisation=normalisation)
     if not data.labeled.any():
         raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
@@ -348,6 +376,12 @@ def train_run(
         val_set = SquareDataset(data.images[split.test], data.labels[split.test])
     pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
     module = XCryoNetModule(variant, size=size, width=width, lr=lr)
+    before = {}
+    if start is not None:
+        module.net.load_state_dict(start.net.state_dict())
+        if len(split.test):
+            before = evaluate(module.net, data.images[split.test], data.labels[split.test])
+        module.net.train()
     fit(
         module,
         train_set,
@@ -362,6 +396,7 @@ def train_run(
         precision=precision,
         resume=resume,
         progress=progress,
+        callbacks=callbacks,
     )
     net = module.net.cpu().eval()
     test_mad = (
@@ -384,6 +419,9 @@ def train_run(
         "n_test": len(split.test),
         "test_mean_abs_diff": test_mad,
     }
+    if init is not None:
+        record["init"] = str(init)
+        record["test_mean_abs_diff_before"] = before
     if module.trainer is None or module.trainer.is_global_zero:
         save_model(run_dir / "model.pt", net, normalisation, training=record)
         write_run_config(run_dir, record)
