@@ -381,7 +381,7 @@ def main() -> None:
     p.add_argument("--channels", default="8,16,24,32")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--label-frac", type=float, default=0.6)
-    p.add_argument("--tile", type=int, default=96)
+    p.add_argument("--tile", type=int, default=160, help="inference tile (160: whole volume)")
     p.add_argument("--margin", type=int, default=16)
     p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--threads", type=int, default=1)
