@@ -312,7 +312,9 @@ def train(
             )
             # Sized by the particle (hit) radius: by the smaller label radius one
             # particle's blob splits into several picks.
-            picks = mp_nms(pred.labels, hit, classes=list(range(1, num_classes + 1)))
+            picks = mp_nms(
+                pred.labels, hit, classes=list(range(1, num_classes + 1)), progress=False
+            )
             result = evaluate_picks(picks, vtruth, hit)
             scores = {"val_f1": float(result.overall["f1"])}
             for c, row in result.per_class.iterrows():
