@@ -52,7 +52,8 @@ def train(
     Labels come from each folder's labels.csv (square_id + any of brightness,
     squareness, cracking, contamination, overall; missing scores are not
     supervised). The run folder gets model.pt, config.yaml, metrics.csv and
-    checkpoints/last.ckpt (after every epoch, for --resume). The same command
+    checkpoints/last.ckpt (after every epoch, for --resume); one line per epoch
+    (losses, held-out error, elapsed time, ETA) goes to stderr. The same command
     runs on a CPU, a GPU, or several GPUs and nodes (Lightning DDP; under SLURM
     launch it with srun).
 
@@ -109,6 +110,7 @@ def train(
             resume=checkpoint,
             augment=aug,
             progress=progress_enabled(),
+            report=lambda line: typer.echo(line, err=True),
         )
     except Interrupted as exc:
         exc.resume = resume_command()

@@ -155,6 +155,14 @@ class XCryoNetModule(pl.LightningModule):
         self.log("val/mad_mean", torch.nanmean(err), batch_size=x.shape[0], prog_bar=True)
 
 
+#: Logged metrics in the per-epoch line of ``cryoscout train``, with their labels.
+_REPORTED = {
+    "train/loss_primary_sup": "primary loss",
+    "train/loss_fusion": "fusion loss",
+    "val/mad_mean": "held-out |error|",
+}
+
+
 def fit(
     module: XCryoNetModule,
     train_set,
@@ -169,6 +177,7 @@ def fit(
     precision: str = "32-true",
     resume: str | os.PathLike | None = None,
     progress: bool = False,
+    report=None,
 ) -> XCryoNetModule:
     """Train ``module`` with a Lightning ``Trainer``: CPU, GPU, DDP and SLURM alike.
 
@@ -191,6 +200,9 @@ def fit(
         A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``).
     progress
         Show Lightning's progress bar.
+    report
+        Optional ``report(line)`` called after every epoch with the epoch, the losses,
+        the held-out error, the elapsed time and an estimate of the time left.
 
     Raises
     ------
@@ -202,7 +214,7 @@ def fit(
     from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
-    from cryoscout.training import checkpoint_callback
+    from cryoscout.training import checkpoint_callback, epoch_reporter
     from cryoscout.training import fit as fit_interruptibly
 
     run_dir = Path(run_dir)
@@ -222,7 +234,8 @@ def fit(
         precision=precision,
         default_root_dir=run_dir,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=[checkpoint_callback(run_dir)],
+        callbacks=[checkpoint_callback(run_dir)]
+        + ([epoch_reporter(report, _REPORTED)] if report is not None else []),
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -305,6 +318,7 @@ def train_run(
     resume: str | os.PathLike | None = None,
     augment=None,
     progress: bool = False,
+    report=None,
 ) -> dict:
     """The ``cryoscout train`` operation: read, split, train, evaluate, save.
 
@@ -323,6 +337,8 @@ def train_run(
         Fraction of labeled squares held out to measure the error.
     augment
         Optional ``f(square, rng) -> square`` appearance randomisation.
+    progress, report
+        Lightning's progress bar; ``report(line)`` after every epoch (see :func:`fit`).
 
     Returns
     -------
@@ -371,6 +387,7 @@ def train_run(
         precision=precision,
         resume=resume,
         progress=progress,
+        report=report,
     )
     net = module.net.cpu().eval()
     test_mad = (
