@@ -68,6 +68,10 @@ def train(
         $ cryoscout train ext1 -o runs/ss --epochs 40 --resume
     """
     from cryoscout.errors import InputError
+
+    for folder in data:  # before torch loads (seconds), so a typo fails at once
+        if not folder.is_dir():
+            raise InputError(folder, "no such extraction folder")
     from cryoscout.interrupt import Interrupted
     from cryoscout.progress import progress_enabled
     from cryoscout.runinfo import resume_command
