@@ -77,8 +77,8 @@ def train(
     from cryoscout.runinfo import resume_command
     from cryoscout.screening.data import NORMALISATIONS
     from cryoscout.screening.model import VARIANTS
-    from cryoscout.screening.module import train_run
-    from cryoscout.training import resume_checkpoint
+    from cryoscout.screening.module import EPOCH_METRICS, train_run
+    from cryoscout.training import epoch_reporter, resume_checkpoint
 
     if variant not in VARIANTS:
         raise InputError("--variant", f"must be one of {', '.join(VARIANTS)}, not {variant!r}")
@@ -114,7 +114,7 @@ def train(
             resume=checkpoint,
             augment=aug,
             progress=progress_enabled(),
-            report=lambda line: typer.echo(line, err=True),
+            callbacks=[epoch_reporter(lambda line: typer.echo(line, err=True), EPOCH_METRICS)],
         )
     except Interrupted as exc:
         exc.resume = resume_command()

@@ -155,8 +155,9 @@ class XCryoNetModule(pl.LightningModule):
         self.log("val/mad_mean", torch.nanmean(err), batch_size=x.shape[0], prog_bar=True)
 
 
-#: Logged metrics in the per-epoch line of ``cryoscout train``, with their labels.
-_REPORTED = {
+#: Logged metrics in the per-epoch line of ``cryoscout train``, with their labels
+#: (see :func:`cryoscout.training.epoch_reporter`).
+EPOCH_METRICS = {
     "train/loss_primary_sup": "primary loss",
     "train/loss_fusion": "fusion loss",
     "val/mad_mean": "held-out |error|",
@@ -177,7 +178,7 @@ def fit(
     precision: str = "32-true",
     resume: str | os.PathLike | None = None,
     progress: bool = False,
-    report=None,
+    callbacks: list | None = None,
 ) -> XCryoNetModule:
     """Train ``module`` with a Lightning ``Trainer``: CPU, GPU, DDP and SLURM alike.
 
@@ -200,9 +201,8 @@ def fit(
         A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``).
     progress
         Show Lightning's progress bar.
-    report
-        Optional ``report(line)`` called after every epoch with the epoch, the losses,
-        the held-out error, the elapsed time and an estimate of the time left.
+    callbacks
+        More Lightning callbacks (e.g. the app's progress reporter).
 
     Raises
     ------
@@ -214,7 +214,7 @@ def fit(
     from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
-    from cryoscout.training import checkpoint_callback, epoch_reporter
+    from cryoscout.training import checkpoint_callback
     from cryoscout.training import fit as fit_interruptibly
 
     run_dir = Path(run_dir)
@@ -234,8 +234,7 @@ def fit(
         precision=precision,
         default_root_dir=run_dir,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=[checkpoint_callback(run_dir)]
-        + ([epoch_reporter(report, _REPORTED)] if report is not None else []),
+        callbacks=[checkpoint_callback(run_dir), *(callbacks or [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -318,7 +317,8 @@ def train_run(
     resume: str | os.PathLike | None = None,
     augment=None,
     progress: bool = False,
-    report=None,
+    init: str | os.PathLike | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """The ``cryoscout train`` operation: read, split, train, evaluate, save.
 
@@ -337,8 +337,13 @@ def train_run(
         Fraction of labeled squares held out to measure the error.
     augment
         Optional ``f(square, rng) -> square`` appearance randomisation.
-    progress, report
-        Lightning's progress bar; ``report(line)`` after every epoch (see :func:`fit`).
+    init
+        Fine-tune: start from this model (a run folder or ``model.pt``; ``"default"``
+        for the shipped one) instead of random weights. Its variant, size, width and
+        normalisation replace the arguments, and its error on the held-out squares
+        before training is recorded as ``test_mean_abs_diff_before``.
+    callbacks
+        More Lightning callbacks, passed to :func:`fit`.
 
     Returns
     -------
@@ -351,6 +356,13 @@ def train_run(
     from cryoscout.screening.predict import save_model
 
     run_dir = Path(run_dir)
+    start = None
+    if init is not None:
+        from cryoscout.screening.predict import load_model
+
+        start = load_model(None if str(init) == "default" else init)
+        variant, size = start.variant, start.size
+        width, normalisation = int(start.meta["width"]), start.meta["normalisation"]
     data = load_screening_data(folders, size=size, normalisation=normalisation)
     if not data.labeled.any():
         raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
@@ -373,6 +385,12 @@ def train_run(
         val_set = SquareDataset(data.images[split.test], data.labels[split.test])
     pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
     module = XCryoNetModule(variant, size=size, width=width, lr=lr)
+    before = {}
+    if start is not None:
+        module.net.load_state_dict(start.net.state_dict())
+        if len(split.test):
+            before = evaluate(module.net, data.images[split.test], data.labels[split.test])
+        module.net.train()
     fit(
         module,
         train_set,
@@ -387,7 +405,7 @@ def train_run(
         precision=precision,
         resume=resume,
         progress=progress,
-        report=report,
+        callbacks=callbacks,
     )
     net = module.net.cpu().eval()
     test_mad = (
@@ -410,6 +428,9 @@ def train_run(
         "n_test": len(split.test),
         "test_mean_abs_diff": test_mad,
     }
+    if init is not None:
+        record["init"] = str(init)
+        record["test_mean_abs_diff_before"] = before
     if module.trainer is None or module.trainer.is_global_zero:
         save_model(run_dir / "model.pt", net, normalisation, training=record)
         write_run_config(run_dir, record)
