@@ -125,7 +125,8 @@ def read_microscope_image_xml(path: str | os.PathLike) -> dict[str, float | None
     dict
         ``pixel_size_A`` (float, from ``SpatialScale/pixelSize/x/numericValue``),
         ``stage_x_um`` and ``stage_y_um`` (from ``microscopeData/stage/Position``;
-        ``None`` when absent) and ``magnification`` (nominal; ``None`` when absent).
+        ``None`` when absent), ``magnification`` (nominal; ``None`` when absent) and
+        ``readout_width_px`` (camera readout width the pixel size is for; ``None`` when absent).
 
     Raises
     ------
@@ -148,6 +149,8 @@ def read_microscope_image_xml(path: str | os.PathLike) -> dict[str, float | None
         "magnification": _float(
             root, "microscopeData/optics/TemMagnification/NominalMagnification"
         ),
+        # The width the pixel size refers to; EPU's JPEG previews are smaller.
+        "readout_width_px": _float(root, "microscopeData/acquisition/camera/ReadoutArea/width"),
     }
 
 
