@@ -22,25 +22,30 @@ import numpy as np
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-m", "--model", required=True, help="trained picker (model.pt)")
+    ap.add_argument("-m", "--model", help="trained picker (model.pt)")
     ap.add_argument("--tomograms", type=int, default=6)
     ap.add_argument("--shape", default="64,160,160", help="z,y,x")
     ap.add_argument("--work", type=Path, required=True, help="scratch folder")
     ap.add_argument("--seed", type=int, default=2000)
+    ap.add_argument("--voxel", type=float, default=None, help="Å (default: the model's)")
+    ap.add_argument("--simulate-only", action="store_true")
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cryoscout.io.mrc import write_mrc
     from cryoscout.picking.weights import load_model
     from picking import simulate
 
-    _, info = load_model(a.model)
     shape = tuple(int(v) for v in a.shape.split(","))
-    voxel = info.voxel_size_A or 20.0
+    voxel = a.voxel or (load_model(a.model)[1].voxel_size_A if not a.simulate_only else 20.0)
     tomos = a.work / "tomograms"
     tomos.mkdir(parents=True, exist_ok=True)
-    sims, _ = simulate(a.tomograms, shape, voxel, 70, 0.1, a.seed)
-    for i, s in enumerate(sims):
-        write_mrc(tomos / f"TS_{i + 1:02d}.mrc", s.tomogram.astype(np.float32), voxel)
+    paths = [tomos / f"TS_{i + 1:02d}.mrc" for i in range(a.tomograms)]
+    if not all(p.is_file() for p in paths):  # kept from an earlier run of this script
+        sims, _ = simulate(a.tomograms, shape, voxel, 70, 0.1, a.seed)
+        for path, sim in zip(paths, sims, strict=True):
+            write_mrc(path, sim.tomogram.astype(np.float32), voxel)
+    if a.simulate_only:
+        return
     out = a.work / "picks"
     cmd = ["cryoscout", "pick", "predict", "-m", a.model, str(tomos), "-o", str(out)]
     cmd += ["--accelerator", "cpu"]
