@@ -343,6 +343,11 @@ def evaluate(args) -> None:
         "distractor_classes": DISTRACTOR_CLASSES,
         "splits": SPLITS,
         "results": results,
+        "ablation": (
+            json.loads((args.out / "ablation.json").read_text())
+            if (args.out / "ablation.json").is_file()
+            else None
+        ),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     write_text(args.out / "summary.json", json.dumps(summary, indent=1))
@@ -426,6 +431,44 @@ def _markdown(s: dict) -> str:
                 + " | ".join(cells)
                 + f" | {fp['protein']} / {fp['gold']} / {fp['membrane']} / {fp['elsewhere']} |"
             )
+    lines += [
+        "",
+        "Drop in F1 from the training domain to each other domain (same model; positive = "
+        "worse), and in brackets from a model trained in the test domain itself:",
+        "",
+        "| model | test | " + " | ".join(f"{c} drop" for c in s["classes"]) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in s["classes"]) + " |",
+    ]
+    for name, r in res.items():
+        home = name.split("-")[0]
+        for domain in s["domains"]:
+            if domain == home or domain not in r:
+                continue
+            cells = []
+            for c in s["classes"]:
+                f = r[domain]["per_class"][c]["f1"]
+                vs_home = r[home]["per_class"][c]["f1"] - f
+                own = [
+                    f"vs {m} {res[m][domain]['per_class'][c]['f1'] - f:+.3f}"
+                    for m in res
+                    if m.startswith(domain + "-")
+                ]
+                cells.append(f"{vs_home:+.3f}" + (f" ({', '.join(own)})" if own else ""))
+            lines.append(f"| {name} | {domain} | " + " | ".join(cells) + " |")
+    if s.get("ablation"):
+        models = sorted({m for v in s["ablation"].values() for m in v})
+        lines += [
+            "",
+            f"One factor of domain B at a time, added to domain A (test seed "
+            f"{SEED_BASE['A'] + SPLITS['test'][0]}; the same particles except with "
+            "distractors, whose gold and vesicles are placed first): F1 per class",
+            "",
+            "| factor | " + " | ".join(f"{m} {c}" for m in models for c in s["classes"]) + " |",
+            "| --- | " + " | ".join("---" for _ in models for _ in s["classes"]) + " |",
+        ]
+        for factor, row in s["ablation"].items():
+            cells = [str(row.get(m, {}).get(c, "")) for m in models for c in s["classes"]]
+            lines.append(f"| {factor} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `python benchmarks/{s['command']}` (after the train stages).", ""]
     return "\n".join(lines)
 
