@@ -20,7 +20,17 @@ function applyTargets(atlasId, reply) {
 
 /** Add a square to its atlas's targets or remove it (by hand). */
 export async function toggleTarget(sq) {
-  const body = { atlas_id: sq.atlas_id };
+  // Keep the atlas's stored top-k: a POST without it would reset it.
+  let topK = current && current.atlasId === sq.atlas_id ? current.top_k : null;
+  if (topK === null) {
+    try {
+      topK = (await api(`/api/atlases/${sq.atlas_id}/targets`)).top_k;
+    } catch (err) {
+      toast(`Targets not changed: ${err.message}`, true);
+      return;
+    }
+  }
+  const body = { atlas_id: sq.atlas_id, top_k: topK };
   if (sq.target) body.remove = [sq.square_id];
   else body.add = [sq.square_id];
   const model = $("#targets-model").value;
@@ -54,7 +64,7 @@ function setLinks(atlasId) {
 }
 
 function show(atlasId, reply) {
-  current = reply;
+  current = { ...reply, atlasId };
   const tbody = $("#targets-table tbody");
   const data = state.squares.get(atlasId);
   const added = new Set(reply.added || []);
@@ -90,7 +100,8 @@ function show(atlasId, reply) {
 }
 
 async function removeById(atlasId, squareId) {
-  const reply = await api("/api/targets", { method: "POST", body: { atlas_id: atlasId, remove: [squareId] } });
+  const body = { atlas_id: atlasId, top_k: current.top_k, remove: [squareId] };
+  const reply = await api("/api/targets", { method: "POST", body });
   applyTargets(atlasId, reply);
   show(atlasId, reply);
 }
