@@ -113,11 +113,14 @@ function drawNow() {
       ctx.lineWidth = 2;
       ctx.strokeRect(-half - lw - 2, -half - lw - 2, 2 * half + 2 * lw + 4, 2 * half + 2 * lw + 4);
     }
-    if (side > 46) {
-      ctx.fillStyle = "rgba(255,255,255,.9)";
-      ctx.fillText(String(sq.square_id), -half + 4, half - 5);
-    }
     ctx.restore();
+    if (side > 46) {
+      // Upright numbers, inside the square whatever the lattice angle.
+      ctx.fillStyle = "rgba(255,255,255,.92)";
+      ctx.textAlign = "center";
+      ctx.fillText(String(sq.square_id), x, y + side * 0.3);
+      ctx.textAlign = "start";
+    }
   }
   ctx.setLineDash([]);
 }
@@ -218,6 +221,7 @@ export async function showAtlas(atlasParam) {
   if (!id) {
     view.meta = null;
     draw();
+    toast("No screened atlas yet: add one in the Cassette view.");
     return;
   }
   $("#atlas-select").value = String(id);
