@@ -180,6 +180,7 @@ export async function showGallery(atlasParam) {
     else if (readyAtlases().length) view.atlas = readyAtlases()[0].id;
   }
   $("#gallery-atlas").value = String(view.atlas ?? "");
+  if (!readyAtlases().length) toast("No screened atlas yet: add one in the Cassette view.");
   setNavigator(moveBy);
   await loadAll();
   rebuild();
@@ -215,8 +216,8 @@ export async function suggestNext() {
   const btn = $("#suggest-btn");
   btn.disabled = true;
   try {
-    const q = view.atlas && view.atlas !== "all" && $("#suggest-scope")?.value === "atlas" ? `&atlas_id=${view.atlas}` : "";
-    const reply = await api(`/api/suggestions?n=30${q}`);
+    // Project-wide: the squares that teach the model most may be on any grid.
+    const reply = await api("/api/suggestions?n=30");
     state.suggestions = {
       ...reply,
       rank: new Map(reply.squares.map((s) => [`${s.atlas_id}:${s.square_id}`, s.rank])),

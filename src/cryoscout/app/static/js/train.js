@@ -30,13 +30,36 @@ function errCell(err, other, isAfter) {
 function renderModels() {
   const tbody = $("#models-table tbody");
   tbody.replaceChildren(...state.models.slice().reverse().map((m) => h("tr", { "data-model": m.id },
-    h("td", { class: "left" }, h("b", {}, `v${m.id}`), ` ${m.name}`),
-    h("td", { class: "left" }, fmtTime(m.created)),
-    h("td", {}, m.n_labeled ? `${m.n_labeled}${m.n_test ? ` (+${m.n_test} held out)` : ""}` : "–"),
+    h("td", { class: "left" }, h("b", {}, `v${m.id}`), ` ${m.name} `,
+      m.current ? h("span", { class: "chip", style: { background: "#2456a6" } }, "current") : ""),
+    h("td", { class: "left", title: m.path || "shipped with cryoscout" }, fmtTime(m.created)),
+    h("td", {}, m.n_labeled ? `${m.n_labeled} + ${m.n_test || 0}` : "–"),
     errCell(m.error_before, null, false),
     errCell(m.error_after, m.error_before, true),
-    h("td", { class: "left" }, m.current ? h("b", {}, "current") : ""),
-    h("td", {}, m.current ? "" : h("button", { type: "button", onclick: () => activate(m) }, "Use")))));
+    h("td", {}, m.current ? "" : h("button", { type: "button", title: "Make this the current model (rescores the atlases)", onclick: () => activate(m) }, "Use")))));
+  renderErrorDetail();
+}
+
+/** Per-attribute held-out error of the newest trained model, before and after. */
+function renderErrorDetail() {
+  const box = $("#model-errors");
+  const m = state.models.slice().reverse().find((x) => x.error_after);
+  if (!m) {
+    box.replaceChildren();
+    return;
+  }
+  box.replaceChildren(
+    h("h3", {}, `Held-out error by score, v${m.id} against its parent v${m.parent ?? "?"}`),
+    h("table", { class: "data" },
+      h("thead", {}, h("tr", {}, h("th", { class: "left" }, "score"), h("th", {}, "before"), h("th", {}, "after"), h("th", {}, "change"))),
+      h("tbody", {}, ATTRS.map((a) => {
+        const b = m.error_before ? m.error_before[a] : null;
+        const af = m.error_after[a];
+        const d = Number.isFinite(b) && Number.isFinite(af) ? af - b : null;
+        return h("tr", {}, h("td", { class: "left" }, attrLabel(a)), h("td", {}, fmt(b, 2)), h("td", {}, fmt(af, 2)),
+          h("td", { class: d === null ? "" : d < 0 ? "err-better" : d > 0 ? "err-worse" : "" }, d === null ? "–" : `${d > 0 ? "+" : ""}${d.toFixed(2)}`));
+      }))),
+    h("p", { class: "hint" }, `${m.n_test} labeled squares held out of this training; ${m.n_labeled} labeled and ${m.n_unlabeled ?? "?"} unlabeled squares trained on.`));
 }
 
 async function activate(m) {
@@ -52,11 +75,11 @@ async function activate(m) {
 
 // Friendly names of the metrics the training module logs once per epoch.
 const METRIC_NAMES = {
-  "train/loss_primary_sup": "primary, labeled",
-  "train/loss_primary_rec": "primary reconstruction",
-  "train/loss_attr_sup": "attention branches, labeled",
-  "train/loss_attr_rec": "attention reconstruction",
-  "train/loss_fusion": "fusion",
+  "train/loss_primary_sup": "primary (labels)",
+  "train/loss_primary_rec": "primary (reconstr.)",
+  "train/loss_attr_sup": "attention (labels)",
+  "train/loss_attr_rec": "attention (reconstr.)",
+  "train/loss_fusion": "fusion (labels)",
   "val/mad_overall": "overall",
   "val/mad_mean": "mean of the five",
 };
@@ -80,7 +103,7 @@ function chart(ctx, box, title, losses, keys) {
   if (!vals.length) return;
   const ymax = Math.max(1e-6, ...vals) * 1.1;
   const xmax = Math.max(2, ...xs);
-  const legendH = 14 * Math.ceil(keys.length / 2);
+  const legendH = 8 + 14 * Math.ceil(keys.length / 2);
   const plotB = y0 + h - pad.b - legendH;
   const X = (x) => x0 + pad.l + ((x - 1) / (xmax - 1)) * (w - pad.l - pad.r);
   const Y = (y) => plotB - (y / ymax) * (plotB - y0 - pad.t);
@@ -92,7 +115,9 @@ function chart(ctx, box, title, losses, keys) {
     ctx.fillStyle = "#5d6675";
     ctx.fillText(y.toFixed(2), x0 + 4, Y(y) + 4);
   }
-  ctx.fillText("epoch", x0 + w - pad.r - 32, plotB + 14);
+  ctx.textAlign = "center";
+  for (let e = 1; e <= xmax; e++) if (xmax <= 12 || e % Math.ceil(xmax / 12) === 0) ctx.fillText(String(e), X(e), plotB + 13);
+  ctx.textAlign = "start";
   keys.forEach((k, j) => {
     const colour = COLOURS[j % COLOURS.length];
     ctx.strokeStyle = colour;
@@ -110,7 +135,7 @@ function chart(ctx, box, title, losses, keys) {
       if (Number.isFinite(p[k])) { ctx.beginPath(); ctx.arc(X(xs[i]), Y(p[k]), 2.5, 0, 2 * Math.PI); ctx.fill(); }
     });
     const lx = x0 + pad.l + (j % 2) * ((w - pad.l) / 2);
-    const ly = plotB + 24 + Math.floor(j / 2) * 14;
+    const ly = plotB + 28 + Math.floor(j / 2) * 14;
     ctx.fillRect(lx, ly - 7, 12, 3);
     ctx.fillStyle = "#1d2330";
     ctx.fillText(METRIC_NAMES[k] || k, lx + 16, ly - 2);
@@ -134,8 +159,8 @@ function drawLosses(job) {
   const train = keys.filter((k) => !k.startsWith("val"));
   const val = keys.filter((k) => k.startsWith("val"));
   const half = val.length ? w / 2 : w;
-  chart(ctx, { x0: 0, y0: 0, w: half - 6, h: ht }, "Training losses", losses, train);
-  if (val.length) chart(ctx, { x0: half + 6, y0: 0, w: half - 6, h: ht }, "Validation error (0-4)", losses, val);
+  chart(ctx, { x0: 0, y0: 0, w: half - 6, h: ht }, "Training losses by epoch", losses, train);
+  if (val.length) chart(ctx, { x0: half + 6, y0: 0, w: half - 6, h: ht }, "Validation error (0-4) by epoch", losses, val);
 }
 
 function renderJob() {
