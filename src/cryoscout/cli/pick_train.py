@@ -156,7 +156,7 @@ def train(
     import pandas as pd
 
     from cryoscout.io.atomic import atomic_path
-    from cryoscout.io.coords import read_coords
+    from cryoscout.io.coords import check_classes, read_coords
     from cryoscout.io.mrc import read_mrc
     from cryoscout.picking.data import NORMALIZATION, prepare_tomogram
     from cryoscout.picking.module import TrainConfig, train_model
@@ -173,10 +173,8 @@ def train(
         table = read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known)
         tables.append(table)
         voxel_size = voxel_size or vs
-    classes = sorted(set().union(*(set(t["class"]) for t in tables)))
-    if not classes:
-        raise InputError(coord_paths[0], "no annotated particles")
-    num_classes = max(known) if known else max(classes)
+    declared = len(class_names.split(",")) if class_names else (max(known) if known else None)
+    num_classes = check_classes(tables, coord_paths, declared)
     radius_map = (
         dict(label_radius)
         if isinstance(label_radius, dict)

@@ -10,6 +10,69 @@ import numpy as np
 
 from cryoscout.errors import InputError
 from cryoscout.io.atomic import atomic_path
+from cryoscout.io.validate import MAX_IMAGE_SIDE, PIXEL_SIZE_RANGE_A, finite
+
+#: MRC modes of real-valued images (0 int8, 1 int16, 2 float32, 6 uint16, 12 float16,
+#: 101 packed 4-bit); 3 and 4 are complex (Fourier transforms), not images.
+_REAL_MODES = {0: 1.0, 1: 2.0, 2: 4.0, 6: 2.0, 12: 2.0, 101: 0.5}
+
+
+def read_mrc_header(path: str | os.PathLike):
+    """The header of an MRC file (a copy), checked against the file it describes.
+
+    Headers from microscope software are often slightly off (machine stamps, map
+    IDs), so those quirks are ignored; what the data depends on is checked: sizes
+    positive and plausible, a real-valued data mode, a file long enough for the data
+    the header promises, finite cell dimensions (the pixel size).
+
+    Raises
+    ------
+    InputError
+        Missing, not an MRC file, or a header that cannot describe this file.
+    """
+    import mrcfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "is a folder, not an MRC file" if path.is_dir() else "no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd machine stamps etc. from microscope software
+            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+                header = mrc.header.copy()
+    except Exception as exc:  # mrcfile raises ValueError, OSError, EOFError...
+        raise InputError(path, f"not a readable MRC file ({type(exc).__name__}: {exc})") from None
+    if header is None:
+        raise InputError(path, "not an MRC file (header too short)")
+    sizes = [int(header.nx), int(header.ny), int(header.nz)]
+    if min(sizes) < 1 or max(sizes) > MAX_IMAGE_SIDE:
+        raise InputError(
+            path, "not an MRC file, or a corrupt header: it claims {}x{}x{} voxels".format(*sizes)
+        )
+    mode = int(header.mode)
+    if mode in (3, 4):
+        raise InputError(path, f"holds complex numbers (MRC mode {mode}), not a real image")
+    if mode not in _REAL_MODES:
+        raise InputError(path, f"not an MRC file, or a corrupt header: unknown data mode {mode}")
+    expected = 1024 + max(int(header.nsymbt), 0) + int(np.prod(sizes) * _REAL_MODES[mode])
+    actual = path.stat().st_size
+    if actual < expected:
+        raise InputError(
+            path,
+            "is truncated: its header promises {}x{}x{} voxels ({} bytes) but the file has "
+            "{} bytes".format(*sizes, expected, actual),
+        )
+    for axis in ("x", "y", "z"):
+        finite(path, f"cell dimension {axis} (pixel size) in the header", header.cella[axis])
+    return header
+
+
+def header_pixel_size(path: str | os.PathLike, header) -> float | None:
+    """The x pixel size in Å of a checked header; ``None`` for the 0 or 1 Å of 'unknown'."""
+    pixel = float(header.cella.x) / max(int(header.mx), 1)
+    if pixel <= 0 or abs(pixel - 1.0) < 1e-6:
+        return None
+    return finite(path, "header pixel size", pixel, *PIXEL_SIZE_RANGE_A, unit=" Å")
 
 
 def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, float | None]:
@@ -38,8 +101,7 @@ def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, f
     import mrcfile
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    header = read_mrc_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -51,11 +113,9 @@ def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, f
         mrc.close()
         raise InputError(path, "not an MRC file, or its data block is truncated")
     data = mrc.data if mmap else np.array(mrc.data)
-    voxel = float(mrc.voxel_size.x)
     if not mmap:
         mrc.close()
-    pixel_size = None if voxel <= 0 or abs(voxel - 1.0) < 1e-6 else voxel
-    return data, pixel_size
+    return data, header_pixel_size(path, header)
 
 
 def write_mrc(
