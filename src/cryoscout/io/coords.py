@@ -160,17 +160,26 @@ def _read_star(path, tomo_name, voxel_size_A, shape) -> pd.DataFrame:
                 path, "RELION 5 centred coordinates need the tomogram's voxel size and shape"
             )
         centre = np.array(shape[::-1], float) / 2  # (x, y, z)
-        xyz = t[_R5].to_numpy(float) / voxel_size_A + centre
+        xyz = _numbers(path, t, _R5) / voxel_size_A + centre
     else:
-        xyz = t[_R4].to_numpy(float)
+        xyz = _numbers(path, t, _R4)
     out = pd.DataFrame({"class": 1, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     if "rlnClassNumber" in t:
         out["class"] = t["rlnClassNumber"].to_numpy()
     for col in _SCORE_COLUMNS:
         if col in t:
-            out["score"] = t[col].to_numpy(float)
+            out["score"] = _numbers(path, t, [col])[:, 0]
             break
     return out
+
+
+def _numbers(path: Path, table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``table[columns]`` as floats; a value that is not a number is an InputError."""
+    try:
+        return table[columns].to_numpy(float)
+    except (ValueError, TypeError):
+        bad = next(c for c in columns if pd.to_numeric(table[c], errors="coerce").isna().any())
+        raise InputError(path, f"{bad} holds values that are not numbers") from None
 
 
 def _validate(path, df, shape, classes) -> pd.DataFrame:

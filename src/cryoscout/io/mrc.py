@@ -30,20 +30,10 @@ def read_mrc_header(path: str | os.PathLike):
     InputError
         Missing, not an MRC file, or a header that cannot describe this file.
     """
-    import mrcfile
-
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "is a folder, not an MRC file" if path.is_dir() else "no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # odd machine stamps etc. from microscope software
-            with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-                header = mrc.header.copy()
-    except Exception as exc:  # mrcfile raises ValueError, OSError, EOFError...
-        raise InputError(path, f"not a readable MRC file ({type(exc).__name__}: {exc})") from None
-    if header is None:
-        raise InputError(path, "not an MRC file (header too short)")
+    header = _raw_header(path)
     sizes = [int(header.nx), int(header.ny), int(header.nz)]
     if min(sizes) < 1 or max(sizes) > MAX_IMAGE_SIDE:
         raise InputError(
@@ -54,7 +44,9 @@ def read_mrc_header(path: str | os.PathLike):
         raise InputError(path, f"holds complex numbers (MRC mode {mode}), not a real image")
     if mode not in _REAL_MODES:
         raise InputError(path, f"not an MRC file, or a corrupt header: unknown data mode {mode}")
-    expected = 1024 + max(int(header.nsymbt), 0) + int(np.prod(sizes) * _REAL_MODES[mode])
+    if int(header.nsymbt) < 0:
+        raise InputError(path, "not an MRC file, or a corrupt header: negative extended header")
+    expected = 1024 + int(header.nsymbt) + int(np.prod(sizes) * _REAL_MODES[mode])
     actual = path.stat().st_size
     if actual < expected:
         raise InputError(
@@ -64,6 +56,36 @@ def read_mrc_header(path: str | os.PathLike):
         )
     for axis in ("x", "y", "z"):
         finite(path, f"cell dimension {axis} (pixel size) in the header", header.cella[axis])
+    return header
+
+
+def _raw_header(path: Path):
+    """The 1024-byte header as mrcfile interprets it, read without trusting its sizes.
+
+    mrcfile allocates the extended header the header claims before reading it (2 GiB
+    for a corrupt ``nsymbt``), so the sizes are checked here first.
+    """
+    from mrcfile import utils
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_DTYPE.itemsize)
+    except OSError as exc:
+        raise InputError(path, f"cannot read the file ({exc.strerror})") from None
+    if len(raw) < HEADER_DTYPE.itemsize:
+        raise InputError(path, f"not an MRC file: {len(raw)} bytes, shorter than a header")
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(()).view(np.recarray).copy()
+    try:
+        order = utils.byte_order_from_machine_stamp(header.machst)
+    except ValueError:
+        order = "<"  # as mrcfile does for odd machine stamps
+    header.dtype = header.dtype.newbyteorder(order)
+    if int(header.mode) not in _REAL_MODES and int(header.mode) not in (3, 4):
+        swapped = header.copy()
+        swapped.dtype = swapped.dtype.newbyteorder()  # a wrong machine stamp, seen in the wild
+        if int(swapped.mode) in _REAL_MODES:
+            header = swapped
     return header
 
 

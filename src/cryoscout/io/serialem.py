@@ -51,9 +51,23 @@ def _read_mdoc(path: Path):
     try:
         return mdocfile.read(path)
     except Exception as exc:  # mdocfile raises ValueError, KeyError, pydantic errors...
-        raise InputError(path, f"not a readable SerialEM .mdoc ({type(exc).__name__})") from None
+        raise InputError(path, f"not a readable SerialEM .mdoc ({_why(exc)})") from None
     finally:
         logger.setLevel(level)
+
+
+def _why(exc: Exception) -> str:
+    """The field and problem of a parsing error, in a few words."""
+    errors = getattr(exc, "errors", None)  # pydantic's ValidationError
+    if callable(errors):
+        try:
+            first = errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ()) if not isinstance(p, int))
+            return f"{field}: {first.get('msg', type(exc).__name__)}"
+        except Exception:  # an unexpected error layout: fall back to the type
+            pass
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
 
 
 def _column(df, name: str) -> list | None:
