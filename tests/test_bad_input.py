@@ -83,9 +83,7 @@ def serialem(tmp_path) -> Path:
         (r"<c:X>-1.425e-06</c:X>", "<c:X>1e300</c:X>", "StagePosition/X"),
     ],
 )
-def test_epu_numbers_out_of_range_name_the_file_and_field(
-    epu_atlas, run_cli, pattern, repl, field
-):
+def test_epu_numbers_out_of_range_name_the_file_and_field(epu_atlas, run_cli, pattern, repl, field):
     _edit(epu_atlas, pattern, repl)
     line = one_line(run_cli("info", epu_atlas), "Atlas.dm", field)
     assert "Traceback" not in line
@@ -167,7 +165,7 @@ def test_mostly_non_finite_tile_is_refused_naming_it(serialem):
     with mrcfile.open(serialem, mode="r+") as mrc:
         mrc.data[2, :, :30] = np.nan
     source = open_atlas(serialem)
-    with pytest.raises(InputError, match="section 2: .*NaN or infinite") as err:
+    with pytest.raises(InputError, match=r"section 2: .*NaN or infinite") as err:
         load_tile(source, source.tiles[2])
     assert err.value.path == str(serialem)
 

@@ -162,7 +162,7 @@ def test_mrc_header_fuzz(mrc_bytes, edits, cut):
         path.write_bytes(original)
     if result is not None:
         array, pixel = result
-        assert array.size > 0 and (pixel is None or np.isfinite(pixel) and pixel > 0)
+        assert array.size > 0 and (pixel is None or (np.isfinite(pixel) and pixel > 0))
 
 
 @FUZZ
