@@ -62,7 +62,6 @@ def screen(
         $ cryoscout screen LMM.mrc -o lmm_screen --model runs/xcryonet_ss
     """
     from cryoscout.errors import InputError
-    from cryoscout.screening.screen import make_example_atlas
     from cryoscout.screening.screen import screen as run_screen
 
     if pixel_size is not None and pixel_size <= 0:
@@ -71,9 +70,7 @@ def screen(
         raise InputError("--example", "give either INPUT or --example, not both")
     if not example and input_path is None:
         raise InputError(None, "no INPUT given (or use --example for a built-in example atlas)")
-    if example:
-        input_path = make_example_atlas(out / "example_atlas")
-        typer.echo(f"simulated the example atlas: {input_path}", err=True)
+    # With --example, input_path stays None: screen simulates it into OUT/example_atlas.
     result = run_screen(
         input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size
     )

@@ -24,6 +24,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from cryoscout.errors import InputError
 from cryoscout.screening.model import ATTRIBUTE_INDEX, XCryoNet
 
 
@@ -229,7 +230,15 @@ def fit(
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*number of training batches.*")
         warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        trainer.fit(module, loader, val_loader, ckpt_path=None if resume is None else str(resume))
+        try:
+            trainer.fit(
+                module, loader, val_loader, ckpt_path=None if resume is None else str(resume)
+            )
+        except (RuntimeError, KeyError) as exc:
+            problem = checkpoint_mismatch(exc) if resume is not None else None
+            if problem is None:
+                raise
+            raise InputError(resume, problem) from None
     if earlier and metrics.is_file() and trainer.is_global_zero:
         import io
 
@@ -240,6 +249,28 @@ def fit(
         merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
         write_text(metrics, merged.to_csv(index=False))
     return module
+
+
+def checkpoint_mismatch(exc: BaseException) -> str | None:
+    """One line for a checkpoint that does not fit the model; ``None`` for other errors.
+
+    PyTorch lists every mismatched tensor (a hundred lines for another width); the
+    first one says enough.
+    """
+    text = str(exc)
+    if isinstance(exc, KeyError):
+        return f"not a checkpoint of this model (it has no {text})"
+    if "state_dict" not in text and "size mismatch" not in text:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = next(
+        (ln for ln in lines if ln.startswith(("size mismatch", "Missing", "Unexpected"))),
+        lines[0] if lines else "",
+    )
+    return (
+        f"checkpoint does not match this model ({first.rstrip('.')}); resume with the "
+        "options of the run that wrote it"
+    )
 
 
 def evaluate(net: XCryoNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 64):
@@ -299,7 +330,9 @@ def train_run(
 ) -> dict:
     """The ``cryoscout train`` operation: read, split, train, evaluate, save.
 
-    Writes into ``run_dir``: ``model.pt`` (see :func:`cryoscout.screening.predict.save_model`),
+    Writes into ``run_dir`` (marked ``INCOMPLETE`` until the run ends, see
+    :func:`cryoscout.io.runfolder.resumable_run_folder`): ``model.pt``
+    (see :func:`cryoscout.screening.predict.save_model`),
     ``config.yaml`` (version, command line, options, data and split sizes, test error),
     ``metrics.csv`` (Lightning's CSV log) and ``checkpoints/last.ckpt``.
 
@@ -320,71 +353,77 @@ def train_run(
     dict
         What was recorded in ``config.yaml``.
     """
-    from cryoscout.errors import InputError
+    from cryoscout.io.runfolder import resumable_run_folder
     from cryoscout.runinfo import write_run_config
     from cryoscout.screening.data import load_screening_data, make_split, training_dataset
     from cryoscout.screening.predict import save_model
 
     run_dir = Path(run_dir)
-    data = load_screening_data(folders, size=size, normalisation=normalisation)
-    if not data.labeled.any():
-        raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
-    big = len(data)
-    split = make_split(
-        data,
-        n_labeled=big if n_labeled < 0 else n_labeled,
-        n_unlabeled=big if n_unlabeled < 0 else n_unlabeled,
-        seed=seed,
-        test_fraction=test_fraction,
-    )
-    if len(split.labeled) == 0:
-        raise InputError(folders[0], "too few labeled squares to train on after holding out tests")
-    semi = len(split.unlabeled) > 0
-    train_set = training_dataset(data, split, semi_supervised=semi, augment=augment, seed=seed)
-    val_set = None
-    if len(split.test):
-        from cryoscout.screening.data import SquareDataset
+    # Checkpoints stay in place for --resume; INCOMPLETE marks the folder until the end.
+    with resumable_run_folder(run_dir, resume=resume is not None):
+        data = load_screening_data(folders, size=size, normalisation=normalisation)
+        if not data.labeled.any():
+            raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
+        big = len(data)
+        split = make_split(
+            data,
+            n_labeled=big if n_labeled < 0 else n_labeled,
+            n_unlabeled=big if n_unlabeled < 0 else n_unlabeled,
+            seed=seed,
+            test_fraction=test_fraction,
+        )
+        if len(split.labeled) == 0:
+            raise InputError(
+                folders[0], "too few labeled squares to train on after holding out tests"
+            )
+        semi = len(split.unlabeled) > 0
+        train_set = training_dataset(data, split, semi_supervised=semi, augment=augment, seed=seed)
+        val_set = None
+        if len(split.test):
+            from cryoscout.screening.data import SquareDataset
 
-        val_set = SquareDataset(data.images[split.test], data.labels[split.test])
-    pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
-    module = XCryoNetModule(variant, size=size, width=width, lr=lr)
-    fit(
-        module,
-        train_set,
-        run_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        val_set=val_set,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        resume=resume,
-        progress=progress,
-    )
-    net = module.net.cpu().eval()
-    test_mad = (
-        evaluate(net, data.images[split.test], data.labels[split.test]) if len(split.test) else {}
-    )
-    record = {
-        "variant": variant,
-        "supervision": "SS" if semi else "FS",
-        "size": size,
-        "width": width,
-        "normalisation": normalisation,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "augment": augment is not None,
-        "data": [str(f) for f in folders],
-        "n_labeled": len(split.labeled),
-        "n_unlabeled": len(split.unlabeled),
-        "n_test": len(split.test),
-        "test_mean_abs_diff": test_mad,
-    }
-    if module.trainer is None or module.trainer.is_global_zero:
-        save_model(run_dir / "model.pt", net, normalisation, training=record)
-        write_run_config(run_dir, record)
+            val_set = SquareDataset(data.images[split.test], data.labels[split.test])
+        pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
+        module = XCryoNetModule(variant, size=size, width=width, lr=lr)
+        fit(
+            module,
+            train_set,
+            run_dir,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            val_set=val_set,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            precision=precision,
+            resume=resume,
+            progress=progress,
+        )
+        net = module.net.cpu().eval()
+        test_mad = (
+            evaluate(net, data.images[split.test], data.labels[split.test])
+            if len(split.test)
+            else {}
+        )
+        record = {
+            "variant": variant,
+            "supervision": "SS" if semi else "FS",
+            "size": size,
+            "width": width,
+            "normalisation": normalisation,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "augment": augment is not None,
+            "data": [str(f) for f in folders],
+            "n_labeled": len(split.labeled),
+            "n_unlabeled": len(split.unlabeled),
+            "n_test": len(split.test),
+            "test_mean_abs_diff": test_mad,
+        }
+        if module.trainer is None or module.trainer.is_global_zero:
+            save_model(run_dir / "model.pt", net, normalisation, training=record)
+            write_run_config(run_dir, record)
     return record
