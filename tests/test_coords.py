@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cryoscout.errors import InputError
-from cryoscout.io.coords import read_coords, write_picks
+from cryoscout.io.coords import read_coords, tomo_name_from_path, write_picks
 
 SHAPE = (40, 50, 60)  # (z, y, x)
 
@@ -30,8 +30,9 @@ def picks():
     [("csv", "p.csv"), ("coords", "p.coords"), ("relion4", "p4.star"), ("relion5", "p5.star")],
 )
 def test_round_trip(tmp_path, picks, fmt, name):
-    path = write_picks(tmp_path / name, picks, fmt, voxel_size_A=13.5, shape=SHAPE)
-    back = read_coords(path, voxel_size_A=13.5, shape=SHAPE)
+    sizes = {"voxel_size_A": 13.5, "tilt_series_pixel_size_A": 1.35}
+    path = write_picks(tmp_path / name, picks, fmt, shape=SHAPE, **sizes)
+    back = read_coords(path, shape=SHAPE, **sizes)
     np.testing.assert_allclose(back[["x", "y", "z"]], picks[["x", "y", "z"]], atol=1e-3)
     assert back["class"].tolist() == picks["class"].tolist()
     if fmt != "coords":
@@ -76,8 +77,11 @@ def test_star_with_several_tomograms(tmp_path):
     )
     starfile.write({"particles": df}, tmp_path / "s.star")
     with pytest.raises(InputError, match="several tomograms"):
-        read_coords(tmp_path / "s.star")
-    assert read_coords(tmp_path / "s.star", tomo_name="b")["x"].tolist() == [2.0]
+        read_coords(tmp_path / "s.star", binning=1)
+    assert read_coords(tmp_path / "s.star", tomo_name="b", binning=1)["x"].tolist() == [2.0]
+    # RELION 4 pixels with no way to tell the binning: an error, not a silent guess.
+    with pytest.raises(InputError, match="voxel size is unknown"):
+        read_coords(tmp_path / "s.star", tomo_name="b")
 
 
 @pytest.mark.parametrize(
@@ -101,3 +105,82 @@ def test_relion5_needs_shape_and_voxel_size(tmp_path, picks):
     with pytest.raises(InputError, match="voxel size and shape"):
         write_picks(tmp_path / "x.star", picks, "relion5")
     assert not (tmp_path / "x.star").exists()
+
+
+@pytest.mark.parametrize("binning", [1, 4])
+def test_relion4_is_in_unbinned_tilt_series_pixels(tmp_path, picks, binning):
+    import starfile
+
+    # Tilt series at 2.5 Å/px; the tomogram binned `binning` times has voxels of 2.5*b Å.
+    # A particle at voxel (10, 20.25, 30) sits at tilt-series pixel (10b, 20.25b, 30b).
+    voxel = 2.5 * binning
+    path = write_picks(
+        tmp_path / "p.star", picks, "relion4", voxel_size_A=voxel, tilt_series_pixel_size_A=2.5
+    )
+    t = starfile.read(path)
+    np.testing.assert_allclose(t["rlnCoordinateX"], picks["x"] * binning)
+    np.testing.assert_allclose(t["rlnCoordinateZ"], picks["z"] * binning)
+    back = read_coords(path, voxel_size_A=voxel, tilt_series_pixel_size_A=2.5, shape=SHAPE)
+    np.testing.assert_allclose(back[["x", "y", "z"]], picks[["x", "y", "z"]], atol=1e-4)
+    # The binning factor itself does the same.
+    by_bin = read_coords(path, binning=binning)
+    np.testing.assert_allclose(by_bin[["x", "y", "z"]], picks[["x", "y", "z"]], atol=1e-4)
+
+
+def test_relion4_refuses_to_guess_the_binning(tmp_path, picks):
+    # 10 Å voxels are a binned tomogram: writing voxels would land particles 1/b off.
+    with pytest.raises(InputError, match="tilt-series pixel size") as err:
+        write_picks(tmp_path / "a.star", picks, "relion4", voxel_size_A=10.0)
+    assert err.value.path == str(tmp_path / "a.star") and "10 Å" in str(err.value)
+    with pytest.raises(InputError, match="unknown"):
+        write_picks(tmp_path / "a.star", picks, "relion4")
+    assert not (tmp_path / "a.star").exists()
+    # An unbinned tomogram (<= 4 Å voxels) needs nothing more.
+    write_picks(tmp_path / "b.star", picks, "relion4", voxel_size_A=2.0)
+    np.testing.assert_allclose(read_coords(tmp_path / "b.star", voxel_size_A=2.0)["x"], picks["x"])
+    with pytest.raises(InputError, match="suggests binning"):
+        read_coords(tmp_path / "b.star", voxel_size_A=8.0)
+
+
+def test_relion4_reads_the_tilt_series_pixel_size_from_its_optics_table(tmp_path):
+    import starfile
+
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnTomoTiltSeriesPixelSize": [2.0]})
+    particles = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01"],
+            "rlnCoordinateX": [400.0],
+            "rlnCoordinateY": [80.0],
+            "rlnCoordinateZ": [120.0],
+            "rlnOpticsGroup": [1],
+        }
+    )
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "r.star")
+    # 8 Å voxels over 2 Å pixels: binning 4.
+    back = read_coords(tmp_path / "r.star", voxel_size_A=8.0)
+    assert back[["x", "y", "z"]].to_numpy().tolist() == [[100.0, 20.0, 30.0]]
+
+
+def test_csv_keeps_class_names(tmp_path, picks):
+    named = picks.assign(name=["4v94", "1u6g", "1u6g"])
+    back = read_coords(write_picks(tmp_path / "n.csv", named))
+    assert back["name"].tolist() == ["4v94", "1u6g", "1u6g"]
+
+
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ("tomograms/rec_TS_01.mrc", "TS_01"),  # RELION 5 reconstruction
+        ("TS_01_rec.mrc", "TS_01"),  # IMOD
+        ("TS_01.rec", "TS_01"),
+        ("TS_07_bin4_denoised.mrc", "TS_07"),
+        ("TS_03.mrc_10.00Apx.mrc", "TS_03"),  # Warp
+        ("TS_05_10.00Apx.mrc", "TS_05"),
+        ("Position_12-cryocare.mrc", "Position_12"),
+        ("TS_12/tomogram.mrc", "TS_12"),  # generic stem: the folder
+        ("run3/TS_4/rec.mrc", "TS_4"),
+        ("tomo_01.mrc", "tomo_01"),  # names that only look generic stay
+    ],
+)
+def test_tomo_name_from_path(path, expected):
+    assert tomo_name_from_path(path) == expected

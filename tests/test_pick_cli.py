@@ -82,7 +82,7 @@ def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cl
     out = tmp_path / "picks"
     res = run_cli(
         "pick", "predict", trained, root / "t1.mrc", "-o", out,
-        "--format", "relion5,relion4,coords,csv", "--threshold", "0", "--save-probabilities",
+        "--format", "relion5,coords,csv", "--threshold", "0", "--save-probabilities",
     )  # fmt: skip
     assert res.code == 0, res.err
     star = starfile.read(out / "t1_picks_relion5.star")
@@ -93,9 +93,8 @@ def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cl
     assert {"class", "x", "y", "z", "score"} <= set(csv.columns)
     if len(csv):
         assert csv["x"].between(0, SHAPE[2]).all() and csv["z"].between(0, SHAPE[0]).all()
-        r4 = starfile.read(out / "t1_picks_relion4.star")
-        r4 = r4["particles"] if isinstance(r4, dict) else r4
-        np.testing.assert_allclose(r4["rlnCoordinateX"], csv["x"], atol=1e-3)
+    # RELION 4 (tilt-series pixels) of a 10 Å tomogram needs the tilt-series pixel size,
+    # which `pick predict` does not take yet: tests/test_coords.py checks the units.
     with mrcfile.open(out / "segmentation.mrc") as seg:
         assert seg.data.shape == SHAPE and seg.data.max() <= 1
         assert abs(float(seg.voxel_size.x) - 10.0) < 1e-3

@@ -187,21 +187,34 @@ def test_train_killed_before_saving_is_marked_incomplete_and_resumes(tmp_path, r
     assert (run / INCOMPLETE).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     with pytest.raises(InputError, match="incomplete training run"):
         load_model(run)
-    one_line(run_cli("train", ext, "-o", run, *opts), "interrupted run", "--resume")
-    ckpt = run / "checkpoints" / "last.ckpt"
-    res = run_cli("train", ext, "-o", run, *opts[2:], "--epochs", "2", "--resume", ckpt)
+    one_line(run_cli("train", ext, "-o", run, *opts), "earlier run", "--resume")
+    res = run_cli("train", ext, "-o", run, *opts[2:], "--epochs", "2", "--resume")
     assert res.code == 0, res.err
     assert not (run / INCOMPLETE).exists()
     assert load_model(run).size == 32
+    assert set(pd.read_csv(run / "metrics.csv")["epoch"].dropna()) == {0, 1}
+
+
+def test_run_killed_before_its_first_checkpoint_says_so(tmp_path, run_cli):
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError), resumable_run_folder(run) as folder:
+        (folder / "metrics.csv").write_text("epoch\n")
+        raise RuntimeError("killed")
+    ext = _extraction(tmp_path / "ext")
+    res = run_cli("train", ext, "-o", run, "--epochs", "1", "--size", "32")
+    one_line(res, "interrupted run", "--resume")
 
 
 def test_resume_from_a_checkpoint_of_another_shape_is_one_line(tmp_path, run_cli):
+    import shutil
+
     ext = _extraction(tmp_path / "ext")
     base = ["--epochs", "1", "--size", "32", "--batch-size", "8", "--accelerator", "cpu"]
     assert run_cli("train", ext, "-o", tmp_path / "a", "--width", "4", *base).code == 0
-    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    res = run_cli("train", ext, "-o", tmp_path / "b", "--width", "8", "--resume", ckpt, *base)
-    one_line(res, "last.ckpt", "checkpoint does not match this model")
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
+    res = run_cli("train", ext, "-o", tmp_path / "b", "--width", "8", "--resume", *base)
+    one_line(res, "last.ckpt", "does not fit this network")
 
 
 # --------------------------------------------------------------------------- names from data

@@ -215,8 +215,10 @@ def test_screen_with_a_saved_model_writes_attention_overlays(tmp_path, tiny_mode
 def test_corrupt_model_is_one_line_error_and_writes_nothing(tmp_path, run_cli, content):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(content)
-    img = tmp_path / "atlas.png"
-    img.write_bytes(b"\x89PNG")
+    from PIL import Image
+
+    img = tmp_path / "atlas.png"  # a readable image: the model is what is wrong
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(img)
     res = run_cli("screen", img, "-o", tmp_path / "out", "--model", bad)
     assert res.code == 1
     lines = res.err.strip().splitlines()

@@ -120,5 +120,5 @@ def test_explain_command_writes_overlays_for_chosen_squares(tmp_path, run_dir, r
     assert Image.open(tmp_path / "out" / "square_5.png").size[0] > 200
     res = run_cli("explain", ext, "-o", tmp_path / "o2", "--model", run_dir, "--squares", "4")
     assert res.code == 1 and "no square with id 4" in res.err
-    res = run_cli("explain", ext, "-o", tmp_path / "o3", "--model", run_dir, "--top", "1")
+    res = run_cli("explain", ext, "-o", tmp_path / "o3", "--model", run_dir, "--top-k", "1")
     assert res.code == 0 and len(list((tmp_path / "o3").glob("*.png"))) == 1

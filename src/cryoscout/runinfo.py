@@ -32,6 +32,14 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def resume_command() -> str:
+    """This run's command line with ``--resume`` added (once): what continues it."""
+    args = _invocation if _invocation is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    if "--resume" not in args:
+        args = [*args, "--resume"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
 def write_run_config(
     run_dir: str | os.PathLike, config: dict[str, Any], filename: str = "config.yaml"
 ) -> Path:

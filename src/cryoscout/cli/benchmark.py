@@ -6,13 +6,23 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Reproduce the papers' evaluations.", no_args_is_help=True)
+from cryoscout.cli.help import CONTEXT_SETTINGS, Command
+
+app = typer.Typer(
+    help="Reproduce the papers' evaluations.",
+    no_args_is_help=True,
+    context_settings=CONTEXT_SETTINGS,
+)
 
 
-@app.command("table1")
+@app.command("table1", cls=Command)
 def table1(
-    data: list[Path] = typer.Argument(..., help="Extraction folders with labels.csv."),
-    out: Path = typer.Option(..., "-o", "--out", help="Folder for table1.md and table1.csv."),
+    data: list[Path] = typer.Argument(
+        ..., metavar="FOLDER", help="Extraction folders with labels.csv."
+    ),
+    out: Path = typer.Option(
+        ..., "-o", "--out", metavar="DIR", help="Folder for table1.md and table1.csv."
+    ),
     epochs: int = typer.Option(5, help="Epochs per model (paper: 75)."),
     runs: int = typer.Option(2, help="Runs with different random splits (paper: 4)."),
     size: int = typer.Option(64, help="Input size in pixels (paper: 640)."),

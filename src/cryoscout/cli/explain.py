@@ -8,28 +8,48 @@ import typer
 
 
 def explain(
-    extraction: Path = typer.Argument(..., help="Extraction folder (from `cryoscout extract`)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Folder for the PNGs and scores.csv."),
-    model: Path | None = typer.Option(
-        None, "--model", help="Run folder or model.pt (default: the shipped model)."
+    folder: Path = typer.Argument(
+        ...,
+        metavar="FOLDER",
+        help="Output folder of `cryoscout extract` or of `cryoscout screen`.",
+        show_default=False,
     ),
-    squares: str | None = typer.Option(None, help="Square IDs to explain, e.g. 1,5,9."),
-    top: int | None = typer.Option(None, help="Explain the K best squares by overall score."),
+    out: Path = typer.Option(
+        ..., "-o", "--out", metavar="DIR", help="Folder for the PNGs and scores.csv."
+    ),
+    model: Path | None = typer.Option(
+        None,
+        "-m",
+        "--model",
+        metavar="PATH",
+        help="Run folder from `cryoscout train`, or its model.pt.",
+        show_default="the model shipped with cryoscout",
+    ),
+    squares: str | None = typer.Option(
+        None, "--squares", metavar="IDS", help="Square IDs to explain, e.g. 1,5,9."
+    ),
+    top_k: int | None = typer.Option(
+        None,
+        "--top-k",
+        "-k",
+        metavar="K",
+        help="Explain the K best squares by overall score.",
+        show_default="every square",
+    ),
 ) -> None:
     """Draw each square's cracking and contamination attention over the square.
 
     One PNG per square (image | cracking overlay | contamination overlay, the
     predicted scores in the title) and scores.csv with every square's scores.
-    Without --squares or --top every square is drawn.
+    Without --squares or --top-k every square is drawn.
 
     Examples:
 
-        $ cryoscout explain ext -o explain --top 10
+        $ cryoscout explain squares -o explain --top-k 10
 
-        $ cryoscout explain ext -o explain --squares 1,5,9 --model runs/ss
+        $ cryoscout explain screen_out -o explain --squares 1,5,9 -m runs/ss
     """
     from cryoscout.errors import InputError
-    from cryoscout.screening.explain import explain_extraction
 
     wanted = None
     if squares:
@@ -37,7 +57,14 @@ def explain(
             wanted = [int(s) for s in squares.split(",") if s.strip()]
         except ValueError:
             raise InputError("--squares", f"expected IDs like 1,5,9, not {squares!r}") from None
-    if top is not None and top < 1:
-        raise InputError("--top", "must be at least 1")
-    written = explain_extraction(extraction, out, model_dir=model, squares=wanted, top=top)
+    if top_k is not None and top_k < 1:
+        raise InputError("--top-k", "must be at least 1")
+    # Checked before torch loads (seconds), so a typo fails at once.
+    if not folder.is_dir():
+        raise InputError(folder, "no such folder")
+    if model is not None and not model.exists():
+        raise InputError(model, "no such model (give a run folder or its model.pt)")
+    from cryoscout.screening.explain import explain_extraction
+
+    written = explain_extraction(folder, out, model_dir=model, squares=wanted, top=top_k)
     typer.echo(f"{len(written)} overlays and scores.csv -> {out}")

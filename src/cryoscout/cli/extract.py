@@ -11,7 +11,7 @@ def extract(
     input: Path = typer.Argument(
         ..., help="EPU Atlas.dm (or its folder), SerialEM .mdoc/.mrc, or a .mrc/.tif/.png."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Output folder."),
     size: int = typer.Option(128, "--size", help="Side of each extracted square in pixels."),
     fov: float = typer.Option(
         1.0, "--fov", help="Field of view of each square in lattice pitches."

@@ -30,6 +30,7 @@ from cryoscout.cli import (
     simulate,
     train,
 )
+from cryoscout.cli.help import CONTEXT_SETTINGS, Command
 
 app = typer.Typer(
     name="cryoscout",
@@ -38,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT_SETTINGS,
 )
 
 _state = {"debug": False}
@@ -71,11 +73,11 @@ def _root(
 
 # Grid screening
 app.add_typer(simulate.app, name="simulate")
-app.command("info")(info.info)
-app.command("extract")(extract.extract)
-app.command("train")(train.train)
-app.command("explain")(explain.explain)
-app.command("screen")(screen.screen)
+app.command("info", cls=Command)(info.info)
+app.command("extract", cls=Command)(extract.extract)
+app.command("train", cls=Command)(train.train)
+app.command("explain", cls=Command)(explain.explain)
+app.command("screen", cls=Command)(screen.screen)
 app.add_typer(benchmark.app, name="benchmark")
 # Particle picking
 app.add_typer(pick.app, name="pick")
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: list[str]) -> int:
     from cryoscout.errors import CryoscoutError
+    from cryoscout.interrupt import signals_interrupt
     from cryoscout.runinfo import record_invocation
 
     record_invocation(["cryoscout", *args])
@@ -99,7 +102,9 @@ def _run(args: list[str]) -> int:
     command = typer.main.get_command(app)
     guard.check_options(command)
     try:
-        command.main(args=args, prog_name="cryoscout", standalone_mode=False)
+        # Not command.main(): typer's turns Ctrl-C into a silent exit status.
+        with signals_interrupt(), command.make_context("cryoscout", args) as ctx:
+            command.invoke(ctx)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -121,9 +126,8 @@ def _run(args: list[str]) -> int:
             raise
         print(f"cryoscout: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("cryoscout: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
     except Exception as exc:
         if _state["debug"]:
             raise
@@ -131,6 +135,21 @@ def _run(args: list[str]) -> int:
         print(guard.unexpected_error_line(exc, name), file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Say that the run was stopped and how to continue; return 128 + the signal number."""
+    import signal
+
+    signum = getattr(exc, "signum", signal.SIGINT)
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    resume = getattr(exc, "resume", None)
+    how = f"resume with: {resume}" if resume else "run the same command again to redo it"
+    from cryoscout.progress import progress_enabled
+
+    start = "\n" if progress_enabled() else ""  # after a progress bar's partial line
+    print(f"{start}cryoscout: interrupted by {name}; {how}", file=sys.stderr)
+    return 128 + int(signum)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,54 @@ def parse_radius(text: str, option: str = "--radius") -> float | dict[int, float
         ) from None
 
 
-def _split(text: str) -> list[Path]:
-    return [Path(p.strip()) for p in text.split(",") if p.strip()]
+#: Suffixes of tomograms; any other file is read as annotations (CSV, STAR or text).
+TOMOGRAM_SUFFIXES = (".mrc", ".rec", ".map")
+
+
+def pair_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split the positional files into tomograms and their annotations, in order.
+
+    The i-th annotation file belongs to the i-th tomogram, so both
+    ``t1.mrc t1.csv t2.mrc t2.csv`` and ``t1.mrc t2.mrc t1.csv t2.csv`` work.
+    """
+    from cryoscout.errors import InputError
+
+    tomos = [f for f in files if f.suffix.lower() in TOMOGRAM_SUFFIXES]
+    coords = [f for f in files if f.suffix.lower() not in TOMOGRAM_SUFFIXES]
+    if not tomos or len(tomos) != len(coords):
+        raise InputError(
+            None,
+            f"give one annotation file per tomogram ({len(tomos)} tomograms "
+            f"({', '.join(TOMOGRAM_SUFFIXES)}), {len(coords)} annotation files)",
+        )
+    return tomos, coords
+
+
+def _duration(seconds: float) -> str:
+    """``75`` -> ``1 min 15 s``; ``4000`` -> ``1 h 07 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def epoch_line(history, epochs: int, names: list[str]) -> str:
+    """One line about the last epoch of ``history``: loss, validation F1, elapsed, ETA."""
+    row = history.iloc[-1]
+    epoch = int(row["epoch"])
+    parts = [f"epoch {epoch}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    if "val_f1" in row and row["val_f1"] == row["val_f1"]:  # not NaN: validated this epoch
+        per_class = [f"{n} {row[f'val_f1_{n}']:.2f}" for n in names if f"val_f1_{n}" in row]
+        parts.append(
+            f"val F1 {row['val_f1']:.3f}" + (f" ({', '.join(per_class)})" if per_class else "")
+        )
+    elapsed = float(row["elapsed_s"])
+    parts.append(f"{_duration(elapsed)} elapsed")
+    if epoch < epochs:
+        parts.append(f"ETA {_duration(elapsed / epoch * (epochs - epoch))}")
+    return "  ".join(parts)
 
 
 def _class_names(coords: list[Path], names: str | None, n: int) -> list[str]:
@@ -58,16 +104,29 @@ def _class_names(coords: list[Path], names: str | None, n: int) -> list[str]:
 
 
 def train(
-    tomograms: str = typer.Argument(..., help="Tomogram .mrc files, comma-separated."),
-    coords: str = typer.Argument(
-        ..., help="Annotations, one file per tomogram, comma-separated (CSV, text, STAR)."
+    files: list[Path] = typer.Argument(
+        ...,
+        metavar="TOMOGRAM ANNOTATIONS",
+        help="Tomograms (.mrc, .rec, .map) and one annotation file each (CSV, text, STAR); "
+        "the i-th annotation file belongs to the i-th tomogram.",
+        show_default=False,
     ),
-    output: Path = typer.Option(..., "-o", "--output", help="Run folder to create."),
+    out: Path = typer.Option(
+        ..., "-o", "--out", metavar="DIR", help="Run folder to create.", show_default=False
+    ),
     radius: str = typer.Option(
-        ..., "--radius", help="TBall label radius r in voxels: 4, or per class 1:6,2:4."
+        ...,
+        "--radius",
+        metavar="R",
+        help="TBall label radius r in voxels: 4, or per class 1:6,2:4.",
+        show_default=False,
     ),
     class_names: str | None = typer.Option(
-        None, "--class-names", help="Names of classes 1..n, comma-separated."
+        None,
+        "--class-names",
+        metavar="NAMES",
+        help="Names of classes 1..n, comma-separated.",
+        show_default="from classes.csv beside the annotations, else class1, class2...",
     ),
     patch: int = typer.Option(72, "--patch", help="Patch side in voxels (48 or 32 on a CPU)."),
     epochs: int = typer.Option(50, "--epochs", help="Training epochs."),
@@ -77,61 +136,85 @@ def train(
     loss: str = typer.Option(
         "dice",
         "--loss",
+        metavar="NAME",
         help="dice (DeepETPicker) or dice+ce (adds cross-entropy; can collapse to background).",
     ),
     channels: str = typer.Option(
-        "24,48,72,108", "--channels", help="Encoder channels per level (e.g. 8,16,24,32 on a CPU)."
+        "24,48,72,108",
+        "--channels",
+        metavar="C1,C2,...",
+        help="Encoder channels per level (e.g. 8,16,24,32 on a CPU).",
     ),
     coord_mode: str = typer.Option(
-        "patch", "--coords", help="Coordinate channels across the 'patch' or the 'tomogram'."
+        "patch",
+        "--coord-channels",
+        metavar="MODE",
+        help="Coordinate channels across the 'patch' or the 'tomogram'.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
-    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
-    devices: str = typer.Option("1", "--devices", help="Number of devices, or 'auto'."),
-    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy, e.g. ddp."),
-    precision: str = typer.Option("32-true", "--precision", help="e.g. 32-true, bf16-mixed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of patch sampling, augmentation, weights."),
+    accelerator: str = typer.Option(
+        "auto", "--accelerator", metavar="NAME", help="cpu, gpu or auto."
+    ),
+    devices: str = typer.Option(
+        "1", "--devices", metavar="N", help="Number of devices, or 'auto'."
+    ),
+    strategy: str = typer.Option(
+        "auto", "--strategy", metavar="NAME", help="Lightning strategy, e.g. ddp."
+    ),
+    precision: str = typer.Option(
+        "32-true", "--precision", metavar="NAME", help="e.g. 32-true, bf16-mixed."
+    ),
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loader workers."),
     val_tomogram: Path | None = typer.Option(
-        None, "--val-tomogram", help="Held-out tomogram for validation F1."
+        None,
+        "--val-tomogram",
+        metavar="FILE",
+        help="Held-out tomogram for validation F1.",
+        show_default="none: no validation",
     ),
     val_coords: Path | None = typer.Option(
-        None, "--val-coords", help="Its annotations (true centres)."
+        None, "--val-coords", metavar="FILE", help="Its annotations (true centres)."
     ),
     val_radius: str | None = typer.Option(
         None,
         "--val-radius",
+        metavar="R",
         help="Particle radius in voxels: hit radius for validation F1 and the MP-NMS size "
-        "recorded for pick predict (default: the label radius).",
+        "recorded for pick predict.",
+        show_default="the label radius",
     ),
     val_every: int = typer.Option(5, "--val-every", help="Epochs between validations."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the interrupted run in OUT from OUT/checkpoints/last.ckpt "
+        "(give the same options).",
+    ),
 ) -> None:
     """Train the 3D residual U-Net on tomograms with annotated particle centres.
 
     Each annotated centre becomes a TBall-M label of radius r (a ball of radius
     sqrt(2)·r truncated to the (2r+1)³ cube); the network learns to segment those
-    balls with a soft Dice loss. The run folder gets model.pt, metrics.csv and
-    config.yaml. The same command trains on a CPU, a GPU or several GPUs (DDP).
+    balls with a soft Dice loss. One line per epoch (loss, validation F1, elapsed
+    time, ETA) goes to stderr. The run folder gets model.pt, metrics.csv,
+    config.yaml and checkpoints/last.ckpt (after every epoch, for --resume). The
+    same command trains on a CPU, a GPU or several GPUs (DDP).
 
     Examples:
 
-    \b
-        $ cryoscout pick train sim1/tomogram.mrc,sim2/tomogram.mrc \\
-            sim1/particles.csv,sim2/particles.csv -o run1 --radius 4 --patch 48 \\
+        $ cryoscout pick train sim1/tomogram.mrc sim1/particles.csv \\
+            sim2/tomogram.mrc sim2/particles.csv -o run1 --radius 4 --patch 32 \\
             --channels 8,16,24,32 --epochs 20
 
-    \b
-        $ cryoscout pick train t1.mrc,t2.mrc t1.star,t2.star -o run2 --radius 1:6,2:4 \\
-            --val-tomogram t3.mrc --val-coords t3.star --accelerator gpu --devices 4 --strategy ddp
+        $ cryoscout pick train t1.mrc t2.mrc t1.star t2.star -o run2 --radius 1:6,2:4 \\
+            --val-tomogram t3.mrc --val-coords t3.star --accelerator gpu --devices 4 \\
+            --strategy ddp
+
+        $ cryoscout pick train t1.mrc t1.star -o run3 --radius 4 --epochs 40 --resume
     """
     from cryoscout.errors import InputError
 
-    tomo_paths, coord_paths = _split(tomograms), _split(coords)
-    if not tomo_paths or len(tomo_paths) != len(coord_paths):
-        raise InputError(
-            None,
-            f"give one coordinate file per tomogram ({len(tomo_paths)} tomograms, "
-            f"{len(coord_paths)} coordinate files)",
-        )
+    tomo_paths, coord_paths = pair_files(files)
     label_radius = parse_radius(radius)
     if loss not in ("dice", "dice+ce"):
         raise InputError("--loss", f"expected dice or dice+ce, got {loss!r}")
@@ -144,24 +227,32 @@ def train(
             "--channels", f"expected positive integers like 8,16,24,32, not {channels!r}"
         ) from None
     if coord_mode not in ("patch", "tomogram"):
-        raise InputError("--coords", "must be 'patch' or 'tomogram'")
+        raise InputError("--coord-channels", "must be 'patch' or 'tomogram'")
     if patch < 2 ** len(chans):
         raise InputError("--patch", f"at least {2 ** len(chans)} voxels for {len(chans)} levels")
     if epochs < 1 or batch_size < 1 or samples < 1:
         raise InputError("--epochs", "epochs, batch size and samples per epoch must be positive")
     if (val_tomogram is None) != (val_coords is None):
         raise InputError("--val-tomogram", "give --val-tomogram and --val-coords together")
+    for path in [*tomo_paths, *coord_paths, *filter(None, (val_tomogram, val_coords))]:
+        if not path.is_file():
+            raise InputError(path, "no such file")
+    from cryoscout.training import resume_checkpoint
+
+    checkpoint = resume_checkpoint(out, resume)
 
     import numpy as np
     import pandas as pd
 
+    from cryoscout.interrupt import Interrupted
     from cryoscout.io.atomic import atomic_path
     from cryoscout.io.coords import check_classes, read_coords
     from cryoscout.io.mrc import read_mrc
     from cryoscout.picking.data import NORMALIZATION, prepare_tomogram
     from cryoscout.picking.module import TrainConfig, train_model
     from cryoscout.picking.weights import PickingModelInfo, save_model
-    from cryoscout.runinfo import write_run_config
+    from cryoscout.progress import progress_enabled
+    from cryoscout.runinfo import resume_command, write_run_config
 
     known = sorted(label_radius) if isinstance(label_radius, dict) else None
     prepared, voxel_size, n_particles = [], None, 0
@@ -180,6 +271,7 @@ def train(
         if isinstance(label_radius, dict)
         else {c: float(label_radius) for c in range(1, num_classes + 1)}
     )
+    names = _class_names(coord_paths, class_names, num_classes)
     # The particle radius sizes MP-NMS in `pick predict`; recorded with the weights when given.
     particle: dict = {}
     if val_radius:
@@ -190,7 +282,13 @@ def train(
         vol, _ = read_mrc(tpath, mmap=True)
         prepared.append(prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"]))
         n_particles += len(table)
-    names = _class_names(coord_paths, class_names, num_classes)
+    counts = pd.concat(tables)["class"].value_counts()
+    typer.echo(
+        f"training on {n_particles} particles ("
+        + ", ".join(f"{names[c - 1]}: {int(counts.get(c, 0))}" for c in range(1, num_classes + 1))
+        + f") in {len(tomo_paths)} tomogram(s)",
+        err=True,
+    )
 
     validation = None
     if val_tomogram is not None:
@@ -214,10 +312,10 @@ def train(
             # particle's blob splits into several picks.
             picks = mp_nms(pred.labels, hit, classes=list(range(1, num_classes + 1)))
             result = evaluate_picks(picks, vtruth, hit)
-            out = {"val_f1": float(result.overall["f1"])}
+            scores = {"val_f1": float(result.overall["f1"])}
             for c, row in result.per_class.iterrows():
-                out[f"val_f1_class{int(c)}"] = float(row["f1"])
-            return out
+                scores[f"val_f1_{names[int(c) - 1]}"] = float(row["f1"])
+            return scores
 
     config = TrainConfig(
         channels=chans,
@@ -236,14 +334,31 @@ def train(
         val_every=val_every,
         loss=loss,
     )
-    metrics_path = output / "metrics.csv"
+    metrics_path = out / "metrics.csv"
+    earlier = None
+    if checkpoint is not None and metrics_path.is_file():
+        earlier = pd.read_csv(metrics_path)
 
-    def write_metrics(history: pd.DataFrame) -> None:
+    def on_epoch(history: pd.DataFrame) -> None:
         with atomic_path(metrics_path) as tmp:
             history.to_csv(tmp, index=False, float_format="%.6g")
+        typer.echo(epoch_line(history, epochs, names), err=True)
 
-    model, history = train_model(prepared, num_classes, config, validation, write_metrics)
-    write_metrics(history)
+    try:
+        model, history = train_model(
+            prepared,
+            num_classes,
+            config,
+            validation,
+            on_epoch,
+            run_dir=out,
+            resume=checkpoint,
+            history=earlier,
+            progress=progress_enabled(),
+        )
+    except Interrupted as exc:
+        exc.resume = resume_command()
+        raise
     info = PickingModelInfo(
         class_names=names,
         radius=radius_map,
@@ -252,7 +367,7 @@ def train(
         voxel_size_A=voxel_size,
         extra={"epochs": epochs, "seed": seed, "samples_per_epoch": samples, **particle},
     )
-    save_model(output / "model.pt", model, info)
+    save_model(out / "model.pt", model, info)
     record = {
         "tomograms": [str(p) for p in tomo_paths],
         "coords": [str(p) for p in coord_paths],
@@ -264,10 +379,10 @@ def train(
         **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
         "augmentation": dict(config.augmentation.__dict__),
         "final_train_loss": float(history["train_loss"].iloc[-1]),
+        "resumed": checkpoint is not None,
     }
     if "val_f1" in history:
         record["final_val_f1"] = float(history["val_f1"].dropna().iloc[-1])
-    write_run_config(output, record)
-    typer.echo(f"trained on {n_particles} particles in {len(tomo_paths)} tomogram(s)")
-    typer.echo(f"model: {output / 'model.pt'}")
+    write_run_config(out, record)
+    typer.echo(f"model: {out / 'model.pt'} (classes {', '.join(names)})")
     typer.echo(f"metrics: {metrics_path}")

@@ -15,16 +15,21 @@ def screen(
         ".mrc/.tif/.png. Leave out with --example.",
         show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder.", show_default=False),
+    out: Path = typer.Option(
+        ..., "--out", "-o", metavar="DIR", help="Output folder.", show_default=False
+    ),
     model: Path | None = typer.Option(
         None,
         "--model",
         "-m",
+        metavar="PATH",
         help="Training run folder from 'cryoscout train'. Default: the model shipped "
         "with cryoscout.",
         show_default=False,
     ),
-    top_k: int = typer.Option(20, "--top-k", "-k", min=0, help="Number of target squares."),
+    top_k: int = typer.Option(
+        20, "--top-k", "-k", min=0, metavar="K", help="Number of target squares."
+    ),
     pixel_size: float | None = typer.Option(
         None,
         "--pixel-size",
@@ -70,6 +75,15 @@ def screen(
         raise InputError("--example", "give either INPUT or --example, not both")
     if not example and input_path is None:
         raise InputError(None, "no INPUT given (or use --example for a built-in example atlas)")
+    # Cheap checks first: torch and the model take seconds to load.
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if model is not None and not model.exists():
+        raise InputError(model, "no such model (give a run folder from `cryoscout train`)")
+    if not example:
+        from cryoscout.io.atlas_reader import open_atlas
+
+        open_atlas(input_path, pixel_size_A=pixel_size)  # metadata only: format and files
     # With --example, input_path stays None: screen simulates it into OUT/example_atlas.
     result = run_screen(
         input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size

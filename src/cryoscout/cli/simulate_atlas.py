@@ -9,7 +9,7 @@ import typer
 
 def atlas(
     out: Path = typer.Argument(..., help="Output folder (must not exist, or be empty)."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same atlas."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same output."),
     fmt: str = typer.Option(
         "mrc", "--format", help="Output format: epu (Atlas.dm + tiles), serialem, or mrc."
     ),
@@ -55,7 +55,7 @@ def atlas(
       $ cryoscout simulate atlas sim_epu --seed 2 --format epu --mesh 200 --rotation 45
 
     \b
-      $ cryoscout simulate atlas big --tiles 7x5 --tile-size 2048 --pixel-size-nm 300
+      $ cryoscout simulate atlas big --tiles 7x5 --tile-size 2048 --pixel-size-nm 300 \\
           --contamination-rate 0.5 --label-noise 0.5
     """
     import os

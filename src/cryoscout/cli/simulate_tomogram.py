@@ -20,8 +20,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def tomogram(
-    out: Path = typer.Argument(..., help="Output folder."),
-    seed: int = typer.Option(..., "--seed", help="Random seed (same seed, same tomogram)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output folder."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same output."),
     templates: Path | None = typer.Option(
         None, "--templates", help="Folder of template maps <name>.mrc (default: simple shapes)."
     ),

@@ -8,10 +8,18 @@ import typer
 
 
 def train(
-    data: list[Path] = typer.Argument(..., help="Extraction folders (from `cryoscout extract`)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Run folder to write."),
-    variant: str = typer.Option("xcryonet", help="Model: xcryonet or primary (no attention)."),
-    labeled: int = typer.Option(-1, help="Labeled squares to train on (-1: all not held out)."),
+    data: list[Path] = typer.Argument(
+        ..., metavar="FOLDER", help="Extraction folders (from `cryoscout extract`)."
+    ),
+    out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Run folder to write."),
+    variant: str = typer.Option(
+        "xcryonet", metavar="NAME", help="Model: xcryonet or primary (no attention)."
+    ),
+    labeled: int = typer.Option(
+        -1,
+        help="Labeled squares to train on (-1: all not held out).",
+        show_default="all not held out",
+    ),
     unlabeled: int = typer.Option(
         0, help="Unlabeled squares to add (0: fully supervised; -1: all the rest)."
     ),
@@ -21,15 +29,22 @@ def train(
     batch_size: int = typer.Option(32, help="Squares per batch."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     width: int = typer.Option(16, help="Channels of the first convolution."),
-    normalisation: str = typer.Option("atlas", help="atlas (per extraction folder) or square."),
+    normalisation: str = typer.Option(
+        "atlas", metavar="NAME", help="atlas (per extraction folder) or square."
+    ),
     test_fraction: float = typer.Option(0.2, help="Fraction of labeled squares held out."),
     augment: bool = typer.Option(False, help="Randomise appearance (contrast, noise, blur...)."),
-    accelerator: str = typer.Option("auto", help="cpu, gpu or auto (Lightning)."),
-    devices: str = typer.Option("auto", help="Devices per node: a number or auto."),
+    accelerator: str = typer.Option("auto", metavar="NAME", help="cpu, gpu or auto (Lightning)."),
+    devices: str = typer.Option("auto", metavar="N", help="Devices per node: a number or auto."),
     num_nodes: int = typer.Option(1, help="Nodes for multi-node DDP (e.g. under SLURM)."),
-    precision: str = typer.Option("32-true", help="Lightning precision, e.g. 16-mixed on GPU."),
-    resume: Path | None = typer.Option(
-        None, help="Checkpoint to resume: RUN/checkpoints/last.ckpt"
+    precision: str = typer.Option(
+        "32-true", metavar="NAME", help="Lightning precision, e.g. 16-mixed on GPU."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run in OUT from OUT/checkpoints/last.ckpt (written after every "
+        "epoch), up to --epochs.",
     ),
 ) -> None:
     """Train the XCryoNet square-scoring model on extracted squares.
@@ -37,8 +52,9 @@ def train(
     Labels come from each folder's labels.csv (square_id + any of brightness,
     squareness, cracking, contamination, overall; missing scores are not
     supervised). The run folder gets model.pt, config.yaml, metrics.csv and
-    checkpoints/. The same command runs on a CPU, a GPU, or several GPUs and
-    nodes (Lightning DDP; under SLURM launch it with srun).
+    checkpoints/last.ckpt (after every epoch, for --resume). The same command
+    runs on a CPU, a GPU, or several GPUs and nodes (Lightning DDP; under SLURM
+    launch it with srun).
 
     Examples:
 
@@ -48,13 +64,16 @@ def train(
 
         $ srun cryoscout train ext* -o runs/big --accelerator gpu --devices 4 --num-nodes 2
 
-        $ cryoscout train ext1 -o runs/ss --resume runs/ss/checkpoints/last.ckpt --epochs 40
+        $ cryoscout train ext1 -o runs/ss --epochs 40 --resume
     """
     from cryoscout.errors import InputError
+    from cryoscout.interrupt import Interrupted
     from cryoscout.progress import progress_enabled
+    from cryoscout.runinfo import resume_command
     from cryoscout.screening.data import NORMALISATIONS
     from cryoscout.screening.model import VARIANTS
     from cryoscout.screening.module import train_run
+    from cryoscout.training import resume_checkpoint
 
     if variant not in VARIANTS:
         raise InputError("--variant", f"must be one of {', '.join(VARIANTS)}, not {variant!r}")
@@ -64,33 +83,36 @@ def train(
         raise InputError("--size", f"must be a multiple of 4 and at least 8, not {size}")
     if epochs < 1:
         raise InputError("--epochs", "must be at least 1")
-    if resume is not None and not resume.is_file():
-        raise InputError(resume, "no such checkpoint")
+    checkpoint = resume_checkpoint(out, resume)
     aug = None
     if augment:
         from cryoscout.screening.augment import randomise_appearance as aug
-    record = train_run(
-        data,
-        out,
-        variant=variant,
-        n_labeled=labeled,
-        n_unlabeled=unlabeled,
-        epochs=epochs,
-        size=size,
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        width=width,
-        normalisation=normalisation,
-        test_fraction=test_fraction,
-        accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        resume=resume,
-        augment=aug,
-        progress=progress_enabled(),
-    )
+    try:
+        record = train_run(
+            data,
+            out,
+            variant=variant,
+            n_labeled=labeled,
+            n_unlabeled=unlabeled,
+            epochs=epochs,
+            size=size,
+            seed=seed,
+            batch_size=batch_size,
+            lr=lr,
+            width=width,
+            normalisation=normalisation,
+            test_fraction=test_fraction,
+            accelerator=accelerator,
+            devices=int(devices) if devices.isdigit() else devices,
+            num_nodes=num_nodes,
+            precision=precision,
+            resume=checkpoint,
+            augment=aug,
+            progress=progress_enabled(),
+        )
+    except Interrupted as exc:
+        exc.resume = resume_command()
+        raise
     typer.echo(
         f"trained {record['variant']} ({record['supervision']}: {record['n_labeled']} labeled, "
         f"{record['n_unlabeled']} unlabeled) -> {out / 'model.pt'}"

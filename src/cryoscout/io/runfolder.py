@@ -213,8 +213,7 @@ def resumable_run_folder(out: str | os.PathLike, resume: bool = False) -> Iterat
         state = "an interrupted" if (out / INCOMPLETE).exists() else "a finished"
         raise InputError(
             out,
-            f"holds {state} run; resume it with --resume {out / 'checkpoints' / 'last.ckpt'} "
-            "or give a new folder",
+            f"holds {state} run: add --resume to continue it, or choose another output folder",
         )
     with lock_folder(out):
         created = not out.exists()
@@ -222,7 +221,7 @@ def resumable_run_folder(out: str | os.PathLike, resume: bool = False) -> Iterat
         marker = out / INCOMPLETE
         marker.write_text(
             "This run has not finished (it is running, or it was interrupted).\n"
-            f"Resume it with --resume {out / 'checkpoints' / 'last.ckpt'}\n"
+            "Continue it: run the same command again with --resume.\n"
         )
         try:
             yield out

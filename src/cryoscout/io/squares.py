@@ -154,7 +154,10 @@ def write_extraction(
 
 
 def read_extraction(folder: str | os.PathLike) -> ExtractionData:
-    """Read an extraction folder written by ``cryoscout extract``.
+    """Read an extraction folder written by ``cryoscout extract`` (or ``cryoscout screen``).
+
+    A ``screen`` output folder holds the same stack with ``scores.csv`` (which
+    has every column of ``squares.csv``) in place of ``squares.csv``.
 
     Raises
     ------
@@ -167,22 +170,25 @@ def read_extraction(folder: str | os.PathLike) -> ExtractionData:
     if not folder.is_dir():
         raise InputError(folder, "not a folder")
     check_complete(folder, "extraction folder")
-    for name in ("squares.csv", "squares.mrcs"):
-        if not (folder / name).is_file():
-            raise InputError(folder, f"not an extraction folder (no {name})")
+    listing = folder / "squares.csv"
+    if not listing.is_file() and (folder / "scores.csv").is_file():
+        listing = folder / "scores.csv"  # a screen output folder
+    for path in (listing, folder / "squares.mrcs"):
+        if not path.is_file():
+            raise InputError(folder, f"not an extraction or screen folder (no {path.name})")
     try:
-        table = pd.read_csv(folder / "squares.csv", dtype={"epu_square_id": str})
+        table = pd.read_csv(listing, dtype={"epu_square_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(folder / "squares.csv", f"not a readable CSV ({exc})") from None
+        raise InputError(listing, f"not a readable CSV ({exc})") from None
     if "square_id" not in table.columns:
-        raise InputError(folder / "squares.csv", "has no square_id column")
+        raise InputError(listing, "has no square_id column")
     stack, apix = read_mrc(folder / "squares.mrcs")
     if stack.ndim == 2:
         stack = stack[None]
     if len(stack) != len(table):
         raise InputError(
             folder / "squares.mrcs",
-            f"holds {len(stack)} squares but squares.csv lists {len(table)}",
+            f"holds {len(stack)} squares but {listing.name} lists {len(table)}",
         )
     labels = None
     lpath = folder / "labels.csv"

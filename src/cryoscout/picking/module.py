@@ -15,6 +15,7 @@ The same code runs on CPU, one GPU or several GPUs (DDP): only the Trainer's
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,14 +191,30 @@ class PickingModule(pl.LightningModule):
 
 
 class _History(pl.Callback):
-    """Collect one row of metrics per epoch; run the validation scorer."""
+    """Collect one row of metrics per epoch; run the validation scorer.
 
-    def __init__(self, validation: Validation | None, val_every: int, on_epoch=None) -> None:
-        self.rows: list[dict] = []
+    ``earlier`` rows (the metrics of an interrupted run) are kept up to the epoch the
+    run resumes from, and ``elapsed_s`` goes on counting from theirs.
+    """
+
+    def __init__(
+        self,
+        validation: Validation | None,
+        val_every: int,
+        on_epoch=None,
+        earlier: pd.DataFrame | None = None,
+    ) -> None:
+        self.rows: list[dict] = [] if earlier is None else earlier.to_dict("records")
         self.validation = validation
         self.val_every = max(1, val_every)
         self.on_epoch = on_epoch
         self._t0 = time.perf_counter()
+
+    def on_train_start(self, trainer: pl.Trainer, module: PickingModule) -> None:
+        # After a resume current_epoch is the number of epochs the checkpoint holds.
+        self.rows = [r for r in self.rows if r["epoch"] <= trainer.current_epoch]
+        before = float(self.rows[-1].get("elapsed_s", 0.0)) if self.rows else 0.0
+        self._t0 = time.perf_counter() - before
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: PickingModule) -> None:
         m = trainer.callback_metrics
@@ -224,6 +241,10 @@ def train_model(
     config: TrainConfig,
     validation: Validation | None = None,
     on_epoch: Callable[[pd.DataFrame], None] | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    history: pd.DataFrame | None = None,
+    progress: bool = False,
 ) -> tuple[ResUNet3d, pd.DataFrame]:
     """Train a :class:`ResUNet3d` on patches of annotated tomograms.
 
@@ -239,6 +260,16 @@ def train_model(
         Optional validation tomogram and scorer (its metrics join the history).
     on_epoch
         Called with the history so far after every epoch (e.g. to write metrics.csv).
+    run_dir
+        Where ``checkpoints/last.ckpt`` is kept after every epoch; None: no checkpoints.
+    resume
+        A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``); the
+        configuration must be the one of the run that wrote it.
+    history
+        The metrics of the run being resumed; its rows up to the checkpoint's epoch
+        are kept at the head of the returned history.
+    progress
+        Show Lightning's progress bar within each epoch.
 
     Returns
     -------
@@ -246,9 +277,17 @@ def train_model(
         Trained, on the CPU, in eval mode.
     history : pandas.DataFrame
         One row per epoch: ``epoch, train_loss, lr``, validation metrics, ``elapsed_s``.
+
+    Raises
+    ------
+    cryoscout.interrupt.Interrupted
+        When Ctrl-C or SIGTERM stopped the run (``last.ckpt`` holds the last whole epoch).
     """
     import logging
     import warnings
+
+    from cryoscout.training import checkpoint_callback
+    from cryoscout.training import fit as fit_interruptibly
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = ResUNet3d(num_classes, config.channels, config.coord_mode)
@@ -268,7 +307,10 @@ def train_model(
         drop_last=len(dataset) >= config.batch_size,
         persistent_workers=False,
     )
-    history = _History(validation, config.val_every, on_epoch)
+    recorder = _History(validation, config.val_every, on_epoch, history)
+    callbacks: list[pl.Callback] = [recorder]
+    if run_dir is not None:
+        callbacks.append(checkpoint_callback(run_dir))
     # Lightning announces devices and tips on its loggers; algorithms do not print.
     quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch")]
     levels = [lg.level for lg in quiet]
@@ -281,10 +323,10 @@ def train_model(
         strategy=config.strategy,
         precision=config.precision,
         logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_checkpointing=run_dir is not None,
+        enable_progress_bar=progress,
         enable_model_summary=False,
-        callbacks=[history],
+        callbacks=callbacks,
         num_sanity_val_steps=0,
     )
     module = PickingModule(model, config.lr, config.weight_decay, config.loss)
@@ -294,9 +336,10 @@ def train_model(
             warnings.filterwarnings("ignore", message=".*num_workers.*")
             warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            trainer.fit(module, loader)
+            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resume
+            fit_interruptibly(trainer, module, loader, ckpt_path=resume)
     finally:
         for lg, level in zip(quiet, levels, strict=True):
             lg.setLevel(level)
     model = module.model.cpu().eval()
-    return model, pd.DataFrame(history.rows)
+    return model, pd.DataFrame(recorder.rows)

@@ -192,12 +192,19 @@ def fit(
         A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``).
     progress
         Show Lightning's progress bar.
+
+    Raises
+    ------
+    cryoscout.interrupt.Interrupted
+        When Ctrl-C or SIGTERM stopped the run (``last.ckpt`` holds the last whole epoch).
     """
     import warnings
 
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
     from torch.utils.data import DataLoader
+
+    from cryoscout.training import checkpoint_callback
+    from cryoscout.training import fit as fit_interruptibly
 
     run_dir = Path(run_dir)
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -216,7 +223,7 @@ def fit(
         precision=precision,
         default_root_dir=run_dir,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True)],
+        callbacks=[checkpoint_callback(run_dir)],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -225,52 +232,24 @@ def fit(
     # Lightning's CSV logger starts metrics.csv afresh: keep the epochs before a resume.
     metrics = run_dir / "metrics.csv"
     earlier = metrics.read_text() if resume is not None and metrics.is_file() else None
-    with warnings.catch_warnings():
-        # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful here.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        try:
-            trainer.fit(
-                module, loader, val_loader, ckpt_path=None if resume is None else str(resume)
-            )
-        except (RuntimeError, KeyError) as exc:
-            problem = checkpoint_mismatch(exc) if resume is not None else None
-            if problem is None:
-                raise
-            raise InputError(resume, problem) from None
-    if earlier and metrics.is_file() and trainer.is_global_zero:
-        import io
+    try:
+        with warnings.catch_warnings():
+            # Small datasets trigger Lightning's "few batches"/"num_workers" advice: not useful.
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*number of training batches.*")
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+            fit_interruptibly(trainer, module, loader, val_loader, ckpt_path=resume)
+    finally:  # an interrupted resume keeps the earlier epochs too
+        if earlier and metrics.is_file() and trainer.is_global_zero:
+            import io
 
-        import pandas as pd
+            import pandas as pd
 
-        from cryoscout.io.atomic import write_text
+            from cryoscout.io.atomic import write_text
 
-        merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
-        write_text(metrics, merged.to_csv(index=False))
+            merged = pd.concat([pd.read_csv(io.StringIO(earlier)), pd.read_csv(metrics)])
+            write_text(metrics, merged.to_csv(index=False))
     return module
-
-
-def checkpoint_mismatch(exc: BaseException) -> str | None:
-    """One line for a checkpoint that does not fit the model; ``None`` for other errors.
-
-    PyTorch lists every mismatched tensor (a hundred lines for another width); the
-    first one says enough.
-    """
-    text = str(exc)
-    if isinstance(exc, KeyError):
-        return f"not a checkpoint of this model (it has no {text})"
-    if "state_dict" not in text and "size mismatch" not in text:
-        return None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = next(
-        (ln for ln in lines if ln.startswith(("size mismatch", "Missing", "Unexpected"))),
-        lines[0] if lines else "",
-    )
-    return (
-        f"checkpoint does not match this model ({first.rstrip('.')}); resume with the "
-        "options of the run that wrote it"
-    )
 
 
 def evaluate(net: XCryoNet, images: np.ndarray, labels: np.ndarray, batch_size: int = 64):
