@@ -282,3 +282,77 @@ def test_class_beyond_the_declared_classes(tmp_path):
 def test_safe_filename_never_leaves_the_folder(name, expected):
     assert safe_filename(name) == expected
     assert "/" not in safe_filename(name) and not safe_filename(name).startswith(".")
+
+
+# --------------------------------------------------------------------------- one line always
+
+
+def test_warnings_are_not_shown_on_an_error_path(epu_atlas, run_cli, monkeypatch):
+    import warnings
+
+    import cryoscout.io.atlas_reader as reader
+
+    def noisy(path, pixel_size_A=None):
+        warnings.warn("invalid value encountered in divide", RuntimeWarning, stacklevel=1)
+        raise InputError(path, "a problem the user can fix")
+
+    monkeypatch.setattr(reader, "open_atlas", noisy)
+    line = one_line(run_cli("info", epu_atlas), "a problem the user can fix")
+    assert "invalid value" not in line
+
+
+def test_warnings_of_a_successful_command_go_to_the_log(epu_atlas, run_cli, monkeypatch, caplog):
+    import logging
+    import warnings
+
+    import cryoscout.io.atlas_reader as reader
+
+    real = reader.open_atlas
+
+    def noisy(path, pixel_size_A=None):
+        warnings.warn("a library's advice", UserWarning, stacklevel=1)
+        return real(path, pixel_size_A)
+
+    monkeypatch.setattr(reader, "open_atlas", noisy)
+    with caplog.at_level(logging.INFO, logger="cryoscout.warnings"):
+        res = run_cli("info", epu_atlas)
+    assert res.code == 0 and "advice" not in res.err
+    assert any("a library's advice" in r.getMessage() for r in caplog.records)
+
+
+def test_unexpected_exception_names_the_input_and_the_stage(epu_atlas, run_cli, monkeypatch):
+    import cryoscout.atlas.stitch as stitch
+
+    def broken(source):
+        raise ValueError("operands could not be broadcast\nsecond line of numpy's text")
+
+    monkeypatch.setattr(stitch, "stitch", broken)
+    line = one_line(run_cli("extract", epu_atlas, "-o", epu_atlas.parent / "out"))
+    assert f"{epu_atlas}: stitching failed: ValueError: operands could not" in line
+    assert "second line" not in line and "--debug" in line
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+@pytest.mark.parametrize("command", ["info", "extract", "screen"])
+def test_pixel_size_must_be_finite_in_every_command(epu_atlas, run_cli, command, value):
+    args = [command, epu_atlas, "--pixel-size", value]
+    if command != "info":
+        args += ["-o", epu_atlas.parent / "out"]
+    res = run_cli(*args)
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+    assert "--pixel-size" in res.err  # "finite", or ">= 0" where the option has a minimum
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "atlas", "OUT", "--seed", "-1"],
+        ["simulate", "tomogram", "OUT", "--seed", "-5"],
+        ["train", "EXT", "-o", "OUT", "--seed", "-1"],
+        ["pick", "train", "t.mrc", "t.csv", "-o", "OUT", "--radius", "2", "--seed", "-2"],
+    ],
+)
+def test_negative_seeds_are_refused_at_the_command_line(tmp_path, run_cli, args):
+    args = [str(tmp_path / a) if a in ("OUT", "EXT") else a for a in args]
+    res = run_cli(*args)
+    assert res.code == 2 and "--seed" in res.err and len(res.err.strip().splitlines()) == 1

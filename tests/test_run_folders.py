@@ -91,7 +91,7 @@ def test_check_complete_refuses_staging_and_marked_folders(tmp_path):
     assert (run / INCOMPLETE).is_file()
     with pytest.raises(InputError, match="incomplete"):
         check_complete(run)
-    with pytest.raises(InputError, match="holds an interrupted run; resume it"):
+    with pytest.raises(InputError, match="holds an interrupted run: add --resume"):
         with resumable_run_folder(run):
             pass
     with resumable_run_folder(run, resume=True):
@@ -211,8 +211,7 @@ def test_resume_from_a_checkpoint_of_another_shape_is_one_line(tmp_path, run_cli
     ext = _extraction(tmp_path / "ext")
     base = ["--epochs", "1", "--size", "32", "--batch-size", "8", "--accelerator", "cpu"]
     assert run_cli("train", ext, "-o", tmp_path / "a", "--width", "4", *base).code == 0
-    (tmp_path / "b").mkdir()
-    shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
     res = run_cli("train", ext, "-o", tmp_path / "b", "--width", "8", "--resume", *base)
     one_line(res, "last.ckpt", "does not fit this network")
 
@@ -235,3 +234,27 @@ def test_explain_keeps_file_names_from_data_inside_its_folder(tmp_path, run_cli)
     assert not list(tmp_path.rglob("X.png"))
     names = sorted(p.name for p in out.iterdir())
     assert names == ["config.yaml", "scores.csv", "square_7.png", "square__._._._X.png"]
+
+
+def test_pick_train_killed_before_saving_is_marked_incomplete_and_resumes(tmp_path, run_cli):
+    from cryoscout.io.mrc import write_mrc
+    from cryoscout.picking.weights import load_model
+
+    rng = np.random.default_rng(0)
+    write_mrc(tmp_path / "t.mrc", rng.normal(size=(16, 24, 24)).astype(np.float32), 10.0)
+    pd.DataFrame({"class": [1, 1], "x": [6, 16], "y": [6, 16], "z": [8, 8]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    run = tmp_path / "run"
+    args = ["pick", "train", tmp_path / "t.mrc", tmp_path / "t.csv", "-o", run, "--radius", "2"]
+    args += ["--patch", "8", "--channels", "2,4", "--epochs", "1", "--batch-size", "1"]
+    args += ["--samples-per-epoch", "1", "--accelerator", "cpu"]
+    proc = killed_run("cryoscout.picking.weights", "save_model", *args)
+    assert proc.returncode == -9, proc.stderr
+    assert (run / INCOMPLETE).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(InputError, match="incomplete training run"):
+        load_model(run)
+    res = run_cli(*args, "--resume")
+    assert res.code == 0, res.err
+    assert not (run / INCOMPLETE).exists()
+    assert load_model(run)[1].class_names
