@@ -207,8 +207,14 @@ def test_screen_with_a_saved_model_writes_attention_overlays(tmp_path, tiny_mode
     assert sorted(result.scores["rank"]) == list(range(1, 13))
     assert result.scores[list(SCORES)].to_numpy().min() >= 0
     html = result.report.read_text()
-    assert html.count('alt="cracking attention"') == 4
-    assert html.count('alt="contamination attention"') == 4
+    # cards: the 3 targets and the 2 worst full squares; overlays only for predicted defects
+    cards = set(result.targets["square_id"])
+    full = result.scores[result.scores["full"] == 1].sort_values("rank")
+    cards |= set(full[~full["square_id"].isin(cards)]["square_id"].iloc[-2:])
+    shown = result.scores[result.scores["square_id"].isin(cards)]
+    assert html.count('" id="sq') == 5
+    for attr in ("cracking", "contamination"):
+        assert html.count(f'alt="{attr} attention') == int((shown[attr] >= 1.0).sum())
 
 
 @pytest.mark.parametrize("content", [b"not a torch file", b""])

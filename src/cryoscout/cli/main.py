@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer
     import click
 
 from cryoscout import __version__
+from cryoscout.cli import app as app_cli
 from cryoscout.cli import (
     benchmark,
     explain,
@@ -79,6 +80,7 @@ app.command("train", cls=Command)(train.train)
 app.command("explain", cls=Command)(explain.explain)
 app.command("screen", cls=Command)(screen.screen)
 app.add_typer(benchmark.app, name="benchmark")
+app.command("app")(app_cli.app)
 # Particle picking
 app.add_typer(pick.app, name="pick")
 

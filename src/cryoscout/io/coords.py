@@ -3,7 +3,8 @@
 Inside cryoscout, coordinates are tomogram voxels ``x, y, z`` (0-based, x = column of the
 array as mrcfile reads it) with a 1-based ``class``. On disk:
 
-- CSV: a header with ``x, y, z`` and optionally ``class`` and ``score``.
+- CSV: a header with ``x, y, z`` and optionally ``class``, ``name`` (the class name) and
+  ``score``.
 - Whitespace text (``.txt``, ``.coords``): ``x y z`` or ``class x y z`` per line; ``#`` comments.
 - RELION 4 STAR: ``rlnCoordinateX/Y/Z`` in pixels of the *unbinned tilt series* (optional
   ``rlnTomoName``, ``rlnClassNumber``, ``rlnAutopickFigureOfMerit`` as the score). RELION 4

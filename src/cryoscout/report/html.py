@@ -4,6 +4,11 @@ Everything the page shows is inside the file: images are embedded as base64
 PNG, the style sheet and the few lines of script that sort the table are
 inline, and nothing is fetched from the network, so the report can be mailed,
 archived or opened on a microscope PC without internet access.
+
+The page answers, in this order: what the scores mean, where the targets are
+(the overview), why each target was chosen and why the worst squares were
+rejected (cards, with attention overlays for predicted defects), and every
+square's scores (the table).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import html
 import io
 import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -24,8 +29,47 @@ import pandas as pd
 
 from cryoscout import __version__
 from cryoscout.io.atomic import write_text
+from cryoscout.screening.explain import (
+    ATTENTION_CMAP,
+    DEFECT_THRESHOLD,
+    FLAT_SPREAD,
+    attention_overlay,
+    attention_range,
+    is_flat,
+    predicted_defects,
+)
 
 SCORES = ("brightness", "squareness", "cracking", "contamination", "overall")
+
+#: What each 0-4 score means, for the legend: (what it measures, the levels). The
+#: levels follow the operator rubric the simulator labels with (docs/simulator.md),
+#: after the attributes of XCryoNet (Xu et al., MICCAI 2020).
+SCALE_LEGEND = {
+    "brightness": (
+        "how much electron beam the opening lets through",
+        "0 opaque (thick ice, about 550 nm or more) · 2 half transparent · "
+        "4 empty (no ice). Neither end is good: the best ice lies in between.",
+    ),
+    "squareness": (
+        "how much of the opening is intact film",
+        "4 intact · 3 about 1/6 broken or covered by a bent bar · 1 about half · "
+        "0 two thirds or more",
+    ),
+    "cracking": (
+        "the part of the surface with cracks",
+        "0 no crack · 1 a short crack (about 0.6% of the opening) · "
+        "2 one crack across the square · 3 several cracks (3%) · 4 heavily cracked",
+    ),
+    "contamination": (
+        "the part of the surface covered by ice crystals or debris",
+        "0 clean · 1 about 3% covered · 2 about 8% · 3 about 17% · 4 a third or more",
+    ),
+    "overall": (
+        "usefulness for collection: the worse of ice quality and squareness, "
+        "less 0.75 per point of cracking and of contamination",
+        "4 excellent (ice 40-100 nm, intact, clean) · 3 good · 2 usable · 1 poor · 0 useless",
+    ),
+}
 
 # Colour scale for the overall score (0 useless .. 4 excellent): viridis, as in the
 # overview picture, sampled at whole scores; the same stops draw the legend.
@@ -38,8 +82,6 @@ _STOPS = (
 )
 # The overview is only for orientation: cap its size so the report stays small.
 _MAX_OVERVIEW_PX = 1400
-
-Overlay = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def write_report(
@@ -55,7 +97,7 @@ def write_report(
     created: _dt.datetime | None = None,
     detail_k: int = 12,
     extra_meta: Mapping[str, str] | None = None,
-    overlay: Overlay | None = None,
+    defect_threshold: float = DEFECT_THRESHOLD,
 ) -> Path:
     """Write the screening report as one self-contained HTML file.
 
@@ -64,18 +106,19 @@ def write_report(
     path
         Destination ``report.html`` (written atomically).
     overview_png
-        PNG bytes of the atlas overview (squares coloured by overall score);
-        ``None`` leaves the overview out.
+        PNG bytes of the atlas overview (targets marked, squares coloured by
+        overall score); ``None`` leaves the overview out.
     scores
         One row per square, row ``i`` describing ``square_images[i]``; uses the
         columns it finds among ``rank, square_id, epu_square_id, full, target,
         stage_x_um, stage_y_um`` and the five scores ``brightness, squareness,
         cracking, contamination, overall``.
     square_images
-        ``(n, h, w)`` extracted squares; ``None`` leaves thumbnails out.
+        ``(n, h, w)`` extracted squares; ``None`` leaves thumbnails and cards out.
     attention
         Attention maps by attribute (``"cracking"``, ``"contamination"``), each
         ``(n, h, w)`` in (0, 1); empty or ``None`` for models without attention.
+        Each attribute's maps are drawn on one colour scale for all squares.
     title
         Page title.
     input_path, model
@@ -83,13 +126,15 @@ def write_report(
     created
         Time shown in the header; default now.
     detail_k
-        Squares shown large with their attention overlays: the ``detail_k`` best
-        and the ``detail_k`` worst (all squares when there are at most ``2 * detail_k``).
+        Cards (the square large, with its scores and why it ranks where it
+        does) are shown for every target (``target`` column) and for the
+        ``detail_k`` lowest-ranked full squares. Without a ``target`` column,
+        the ``detail_k`` best take the targets' place.
     extra_meta
         More header lines (label -> text).
-    overlay
-        ``overlay(square, attention_map) -> (h, w, 3) uint8``; default
-        :func:`cryoscout.screening.explain.attention_overlay` when available.
+    defect_threshold
+        A card shows the cracking or contamination attention overlay only when
+        that score is at least this (a predicted defect).
 
     Returns
     -------
@@ -107,7 +152,7 @@ def write_report(
         created=created,
         detail_k=detail_k,
         extra_meta=extra_meta,
-        overlay=overlay,
+        defect_threshold=defect_threshold,
     )
     return write_text(path, text)
 
@@ -124,19 +169,20 @@ def render_report(
     created: _dt.datetime | None = None,
     detail_k: int = 12,
     extra_meta: Mapping[str, str] | None = None,
-    overlay: Overlay | None = None,
+    defect_threshold: float = DEFECT_THRESHOLD,
 ) -> str:
     """The report's HTML text; see :func:`write_report` for the parameters."""
     n = len(scores)
     table = scores.reset_index(drop=True)
     if square_images is not None and len(square_images) != n:
         raise ValueError(f"{len(square_images)} square images for {n} score rows")
-    attention = dict(attention or {})
+    attention = {k: np.asarray(v) for k, v in (attention or {}).items()}
     for name, maps in attention.items():
         if len(maps) != n:
             raise ValueError(f"{len(maps)} {name} attention maps for {n} score rows")
     created = created or _dt.datetime.now().astimezone()
     gray = _to_uint8(square_images) if square_images is not None else None
+    groups = _card_groups(table, detail_k) if gray is not None else []
 
     meta = {
         "Input": str(input_path) if input_path is not None else "-",
@@ -152,10 +198,11 @@ def render_report(
         created=_e(created.isoformat(timespec="seconds")),
         meta="".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta.items()),
         summary=_summary(table),
-        overview_section=_overview_section(overview_png),
+        scale_legend=_scale_legend(table, defect_threshold),
+        overview_section=_overview_section(overview_png, table),
         table_head=_table_head(table, gray is not None),
-        table_rows=_table_rows(table, gray, detail_ids=set(_detail_rows(table, detail_k))),
-        detail_sections=_detail_sections(table, gray, attention, detail_k, overlay),
+        table_rows=_table_rows(table, gray, detail_ids={i for _, _, rows in groups for i in rows}),
+        detail_sections=_detail_sections(table, gray, attention, groups, defect_threshold),
         legend_gradient=", ".join(f"rgb{c}" for _, c in _STOPS),
     )
 
@@ -176,15 +223,57 @@ def _summary(table: pd.DataFrame) -> str:
     return "".join(f'<div class="stat"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in stats)
 
 
-def _overview_section(png: bytes | None) -> str:
+def _scale_legend(table: pd.DataFrame, threshold: float) -> str:
+    """The 0-4 scale of each score, and how to read a prediction between two levels."""
+    rows = "".join(
+        f"<b>{_e(name)}</b><span>{_e(what)}</span><span>{_e(levels)}</span>"
+        for name, (what, levels) in SCALE_LEGEND.items()
+        if name in table
+    )
+    if not rows:
+        return ""
+    text = (
+        "Predictions are continuous estimates of these whole-number grades: a cracking of "
+        "0.7 lies between 0 (no crack) and 1 (a short crack), so the model is not sure there "
+        "is any crack. It seldom predicts exactly 0 for a clean square, so cryoscout counts "
+        "cracking or contamination as a predicted defect only from "
+        f"{threshold:g}, the first defect grade."
+    )
+    chosen = table[table["target"].astype(bool)] if "target" in table else table.iloc[:0]
+    spans = [
+        f"{a} {chosen[a].min():.2f}-{chosen[a].max():.2f}"
+        for a in ("cracking", "contamination")
+        if a in chosen and len(chosen)
+    ]
+    if spans:
+        text += f" Here the {len(chosen)} targets score {' and '.join(spans)}."
+    return (
+        '<section class="scale"><h2>What the scores mean (0-4)</h2>'
+        f'<div class="legendgrid">{rows}</div>'
+        f'<p class="note">{_e(text)}</p></section>'
+    )
+
+
+def _overview_section(png: bytes | None, table: pd.DataFrame) -> str:
     if not png:
         return ""
     png = _shrink_png(png, _MAX_OVERVIEW_PX)
+    k = int(table["target"].sum()) if "target" in table else 0
+    targets = (
+        f"The {k} targets, where the microscope will collect, have a thick pink outline and "
+        "their rank in a pink badge (1 is the best); they are listed in targets.csv (and "
+        "targets.nav when the atlas has stage positions). "
+        if k
+        else ""
+    )
     return (
-        '<section class="overview"><h2>Atlas overview</h2>'
-        f'<img alt="atlas overview, squares coloured by overall score" src="{_data_uri(png)}">'
-        '<p class="note">Each square is outlined in the colour of its predicted overall score '
-        "and numbered by its square ID.</p></section>"
+        '<section class="overview"><h2>Atlas overview: where to collect</h2>'
+        f'<p class="lead">{_e(targets)}</p>'
+        f'<img alt="atlas overview, targets outlined and numbered by rank" '
+        f'src="{_data_uri(png)}">'
+        '<p class="note">Every other square is outlined in the colour of its predicted '
+        "overall score (colour bar) and labelled with its square ID; dashed outlines are "
+        "partial squares at the rim, never targets. The scale bar is in µm.</p></section>"
     )
 
 
@@ -259,76 +348,161 @@ def _table_rows(table: pd.DataFrame, gray: np.ndarray | None, detail_ids: set[in
     return "\n".join(rows)
 
 
-def _detail_rows(table: pd.DataFrame, k: int) -> list[int]:
-    """Row indices shown large: the k best and the k worst by rank.
+def _card_groups(table: pd.DataFrame, k: int) -> list[tuple[str, str, list[int]]]:
+    """The cards: (what they are, heading, row indices), targets first.
 
-    All squares when there are at most ``2 * k``; otherwise the worst are taken
-    among full squares, since partial ones rank last for being partial.
+    Targets are every row with ``target`` true (else the ``k`` best); then the
+    ``k`` lowest-ranked full squares that are not targets, since partial squares
+    rank last for being partial, not for what the model saw.
     """
-    if k <= 0:
-        return []
     order = np.argsort(table["rank"].to_numpy()) if "rank" in table else np.arange(len(table))
     order = [int(i) for i in order]
-    if len(order) <= 2 * k:
-        return order
-    full = [i for i in order if "full" not in table or int(table["full"].iloc[i])]
-    worst = [i for i in full[-k:] if i not in order[:k]]
-    return order[:k] + worst
+    if "target" in table:
+        best = [i for i in order if bool(table["target"].iloc[i])]
+        what = f"the {len(best)} targets"
+        head = f"The {len(best)} targets: the best full squares, where the microscope will collect"
+    else:
+        best = order[: max(k, 0)]
+        what = f"the {len(best)} best squares"
+        head = f"The {len(best)} best squares"
+    groups = [(what, head, best)] if best else []
+    if k > 0:
+        full = [i for i in order if "full" not in table or int(table["full"].iloc[i])]
+        worst = [i for i in full if i not in set(best)][-k:]
+        if worst:
+            what = f"the {len(worst)} lowest-ranked full squares"
+            groups.append((what, f"{what[0].upper()}{what[1:]}: not collected", worst))
+    return groups
 
 
 def _detail_sections(
     table: pd.DataFrame,
     gray: np.ndarray | None,
     attention: dict[str, np.ndarray],
-    k: int,
-    overlay: Overlay | None,
+    groups: list[tuple[str, str, list[int]]],
+    threshold: float,
 ) -> str:
-    if gray is None or k <= 0:
+    if gray is None or not groups:
         return ""
-    rows = _detail_rows(table, k)
-    overlay = overlay or _default_overlay()
-    if len(rows) == len(table):
-        groups = [("Every square with its attention maps", rows)]
-    else:
-        groups = [
-            (f"The {k} best squares", rows[:k]),
-            (f"The {len(rows) - k} worst full squares", rows[k:]),
-        ]
-    out = []
-    for heading, idx in groups:
-        cards = [_card(table, gray, attention, i, overlay) for i in idx]
+    # one colour scale per attribute over the whole atlas: the same colour is the
+    # same attention on every card
+    ranges = {name: attention_range(maps) for name, maps in attention.items()}
+    shown = sum(len(rows) for _, _, rows in groups)
+    intro = (
+        f"Cards show {' and '.join(what for what, _, _ in groups)} ({shown} of the "
+        f"{len(table)} squares) to explain what the model selects and what it rejects; "
+        "the table lists every square with its scores."
+    )
+    if ranges:
+        intro += (
+            f" Attention overlays are drawn only for a predicted defect (cracking or "
+            f"contamination of {threshold:g} or more): on a square without one the maps are "
+            "near-uniform and show nothing. A map is called flat when its values inside the "
+            f"opening spread less than {FLAT_SPREAD:g} (it singles nothing out)."
+            " The cracking map lights up the cracks; the contamination map lights up the "
+            "clean film, so contamination shows as dark holes in it (as in the XCryoNet "
+            "paper, Fig. 3)."
+        )
+    legends = "".join(_attention_legend(name, *r) for name, r in ranges.items())
+    out = [f'<section class="cardsintro"><p class="lead">{_e(intro)}</p>{legends}</section>']
+    for _, heading, idx in groups:
+        cards = [_card(table, gray, attention, ranges, i, threshold) for i in idx]
         out.append(
-            f"<section><h2>{_e(heading)}</h2>"
-            '<p class="note">Attention overlays show where the model looked for each defect '
-            "(the warmer and brighter the colour, the more attention).</p>"
-            f'<div class="cards">{"".join(cards)}</div></section>'
+            f'<section><h2>{_e(heading)}</h2><div class="cards">{"".join(cards)}</div></section>'
         )
     return "\n".join(out)
+
+
+def _attention_legend(name: str, vmin: float, vmax: float) -> str:
+    from matplotlib import colormaps
+
+    cmap = colormaps[ATTENTION_CMAP]
+    stops = ", ".join(
+        "rgb({},{},{})".format(*(round(255 * c) for c in cmap(t)[:3])) for t in np.linspace(0, 1, 9)
+    )
+    return (
+        f'<div class="attlegend"><b>{_e(name)} attention</b> '
+        f'<span class="num">{vmin:.3f}</span>'
+        f'<span class="bar" style="background:linear-gradient(to right, {stops})"></span>'
+        f'<span class="num">{vmax:.3f}</span> '
+        '<span class="note">(one scale for every square)</span></div>'
+    )
+
+
+def _reasons(row: pd.Series, threshold: float, flat: set[str] | None = None) -> list[str]:
+    """What pulls a square's overall score down, in words, from its predicted scores.
+
+    ``flat``: the predicted defects whose attention map singles nothing out, so the
+    score is not backed by a region the model found.
+    """
+    said = []
+    if "brightness" in row and row["brightness"] < 1.5:
+        said.append(f"dark: thick ice (brightness {row['brightness']:.1f})")
+    if "brightness" in row and row["brightness"] > 3.8:
+        said.append(f"very bright: little or no ice (brightness {row['brightness']:.1f})")
+    if "squareness" in row and row["squareness"] < 2.5:
+        said.append(f"film broken or bar in the opening (squareness {row['squareness']:.1f})")
+    for name in predicted_defects(row, threshold):
+        if name in (flat or set()):
+            said.append(f"{name} {row[name]:.1f} predicted, but its map is flat: no region found")
+        else:
+            word = "cracked" if name == "cracking" else "contaminated"
+            said.append(f"{word} ({name} {row[name]:.1f})")
+    return said
 
 
 def _card(
     table: pd.DataFrame,
     gray: np.ndarray,
     attention: dict[str, np.ndarray],
+    ranges: dict[str, tuple[float, float]],
     i: int,
-    overlay: Overlay,
+    threshold: float,
 ) -> str:
     row = table.iloc[i]
     name = f"square {row['square_id']}" if "square_id" in table else f"square {i}"
     if "epu_square_id" in table and not pd.isna(row["epu_square_id"]):
         name += f" (grid square {row['epu_square_id']})"
-    rank = f"rank {int(row['rank'])}: " if "rank" in table else ""
+    target = "target" in table and bool(row["target"])
+    rank = ""
+    if "rank" in table:
+        rank = (
+            f'<span class="badge">{int(row["rank"])}</span>'
+            if target
+            else f"rank {int(row['rank'])}: "
+        )
     figs = [_figure(_png(gray[i]), "square")]
-    for attr, maps in attention.items():
-        rgb = overlay(gray[i].astype(np.float32) / 255.0, np.asarray(maps[i], dtype=np.float32))
-        figs.append(_figure(_png(_resize(np.asarray(rgb), gray.shape[1])), f"{attr} attention"))
-    vals = " &middot; ".join(
-        f"{s} <b>{float(row[s]):.2f}</b>" for s in SCORES if s in table and not pd.isna(row[s])
+    defects = [d for d in predicted_defects(row, threshold) if d in attention]
+    flat = set()
+    for attr in defects:
+        att = np.asarray(attention[attr][i], dtype=np.float32)
+        rgb = attention_overlay(gray[i].astype(np.float32) / 255.0, att, *ranges[attr])
+        if is_flat(att):
+            flat.add(attr)
+        caption = f"{attr} attention" + (" (flat: nothing singled out)" if attr in flat else "")
+        figs.append(_figure(_png(_resize(np.asarray(rgb), gray.shape[1])), caption))
+    # overall first: it decides the rank; the attributes say why
+    vals = "".join(
+        f"<div>{s} <b>{float(row[s]):.2f}</b></div>"
+        for s in ("overall", *SCORES[:-1])
+        if s in table and not pd.isna(row[s])
     )
+    reasons = _reasons(row, threshold, flat)
+    if reasons:
+        verdict = "; ".join(reasons)
+    elif target:
+        verdict = "no defect predicted"
+    else:
+        verdict = "no single defect stands out: ranked low on the overall score"
+    if attention and not defects and not target:
+        verdict += "; no cracking or contamination predicted, so no overlay"
     partial = "" if "full" not in table or int(row["full"]) else " &middot; partial"
+    cls = "card" + (" target" if target else "") + (" wide" if len(figs) > 2 else "")
     return (
-        f'<div class="card" id="sq{i}"><h3>{_e(rank + name)}{partial}</h3>'
-        f'<div class="imgs">{"".join(figs)}</div><div class="scores">{vals}</div></div>'
+        f'<div class="{cls}" id="sq{i}"><h3>{rank}{_e(name)}{partial}</h3>'
+        f'<div class="body"><div class="imgs">{"".join(figs)}</div>'
+        f'<div class="scores">{vals}</div></div>'
+        f'<div class="verdict">{_e(verdict[0].upper() + verdict[1:])}</div></div>'
     )
 
 
@@ -337,13 +511,6 @@ def _figure(png: bytes, caption: str) -> str:
 
 
 # ------------------------------------------------------------------- images
-
-
-def _default_overlay() -> Overlay:
-    """The overlay of ``cryoscout explain``, so the report and explain draw maps alike."""
-    from cryoscout.screening.explain import attention_overlay
-
-    return attention_overlay
 
 
 def _to_uint8(stack: np.ndarray) -> np.ndarray:
@@ -388,17 +555,10 @@ def _png(img: np.ndarray) -> bytes:
 
 
 def _shrink_png(png: bytes, max_px: int) -> bytes:
-    """Downscale a large PNG and store it with a 256-colour palette (a third of the bytes)."""
-    from PIL import Image
+    """Downscale a large PNG and store it with a 256-colour palette."""
+    from cryoscout.report.overview import palette_png
 
-    img = Image.open(io.BytesIO(png))
-    if max(img.size) <= max_px and img.mode == "P":
-        return png
-    img = img.convert("RGB")
-    img.thumbnail((max_px, max_px), Image.LANCZOS)
-    buf = io.BytesIO()
-    img.quantize(256).save(buf, format="PNG")
-    return buf.getvalue()
+    return palette_png(png, max_px)
 
 
 def _data_uri(png: bytes) -> str:

@@ -3,19 +3,42 @@
 :func:`attention_overlay` is the one drawing of an attention map, shared by
 ``cryoscout explain`` and the HTML report; :func:`explain_figure` makes the
 per-square picture (image | cracking overlay | contamination overlay).
+
+Attention maps are sigmoid outputs in (0, 1) that sit close to 1 over most of a
+square, so drawn on a fixed 0-1 scale they all look alike. They are drawn on a
+scale shared by every square of one atlas (:func:`attention_range`), so the same
+colour means the same attention on every square, and a map with no structure
+inside the opening is called *flat* (:func:`is_flat`): it singles nothing out.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-#: How strongly the attention colour covers the square where attention is 1.
-OVERLAY_ALPHA = 0.55
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: How strongly the attention colour covers the square at the top of the scale.
+OVERLAY_ALPHA = 0.6
+#: Colour map of the attention overlays (and of their colour bars).
+ATTENTION_CMAP = "inferno"
+#: A predicted cracking or contamination from this score up counts as a defect: 1 is
+#: the first level above "none" on the 0-4 scale; below it the maps explain nothing.
+DEFECT_THRESHOLD = 1.0
+#: A map whose spread (99th - 1st percentile) inside the opening is below this many
+#: attention units is flat. Measured on the example atlas with the shipped model: the
+#: 20 targets' maps spread 0.015-0.038; maps of squares truly cracked or contaminated
+#: (grade 2 or more) mostly 0.05-0.2; broken, empty squares' maps 0.001.
+FLAT_SPREAD = 0.04
+#: Central part of the square (fraction of its side), safely inside the opening:
+#: the bars around the opening always get less attention and would hide flatness.
+OPENING_FRACTION = 0.5
 
 
 def _gray(square: np.ndarray) -> np.ndarray:
@@ -25,7 +48,66 @@ def _gray(square: np.ndarray) -> np.ndarray:
     return np.clip((x - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
 
 
-def attention_overlay(square: np.ndarray, att: np.ndarray) -> np.ndarray:
+def attention_range(maps: np.ndarray) -> tuple[float, float]:
+    """One display range for all attention maps of one attribute.
+
+    Parameters
+    ----------
+    maps
+        ``(n, h, w)`` attention maps of every square of an atlas (or one map).
+
+    Returns
+    -------
+    (float, float)
+        ``(vmin, vmax)``: the 1st and 99.9th percentiles of all values together,
+        widened to at least 0.01 so a constant map still has a range.
+    """
+    a = np.asarray(maps, dtype=np.float32)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(a, [1, 99.9]))
+    if hi - lo < 0.01:
+        mid = 0.5 * (hi + lo)
+        lo, hi = mid - 0.005, mid + 0.005
+    return lo, hi
+
+
+def map_spread(att: np.ndarray) -> float:
+    """Dynamic range of one attention map inside the opening: 99th - 1st percentile.
+
+    Parameters
+    ----------
+    att
+        ``(h, w)`` attention map of one square.
+    """
+    a = np.asarray(att, dtype=np.float32)
+    h, w = a.shape
+    mh, mw = (round(s * (1 - OPENING_FRACTION) / 2) for s in (h, w))
+    inner = a[mh : h - mh, mw : w - mw]
+    lo, hi = np.percentile(inner, [1, 99])
+    return float(hi - lo)
+
+
+def is_flat(att: np.ndarray, min_spread: float = FLAT_SPREAD) -> bool:
+    """Whether a map attends nothing in particular (:func:`map_spread` below ``min_spread``)."""
+    return map_spread(att) < min_spread
+
+
+def predicted_defects(
+    scores: Mapping[str, float], threshold: float = DEFECT_THRESHOLD
+) -> list[str]:
+    """Attributes with attention maps (cracking, contamination) scored ``threshold`` or more."""
+    return [
+        k
+        for k in ("cracking", "contamination")
+        if k in scores and np.isfinite(scores[k]) and float(scores[k]) >= threshold
+    ]
+
+
+def attention_overlay(
+    square: np.ndarray, att: np.ndarray, vmin: float = 0.0, vmax: float = 1.0
+) -> np.ndarray:
     """Draw an attention map over its square.
 
     Parameters
@@ -33,7 +115,10 @@ def attention_overlay(square: np.ndarray, att: np.ndarray) -> np.ndarray:
     square
         ``(h, w)`` grid-square image (any intensity scale).
     att
-        ``(h, w)`` attention map in (0, 1) (other values are clipped).
+        ``(h, w)`` attention map.
+    vmin, vmax
+        Attention drawn as no colour and as full colour; values outside are
+        clipped. Use one range for every square (:func:`attention_range`).
 
     Returns
     -------
@@ -44,17 +129,22 @@ def attention_overlay(square: np.ndarray, att: np.ndarray) -> np.ndarray:
     from matplotlib import colormaps
 
     gray = _gray(square)
-    a = np.clip(np.asarray(att, dtype=np.float32), 0, 1)
+    a = np.asarray(att, dtype=np.float32)
     if a.shape != gray.shape:
         raise ValueError(f"attention {a.shape} and square {gray.shape} differ in shape")
-    colour = colormaps["inferno"](a)[..., :3]  # (h, w, 3)
-    weight = OVERLAY_ALPHA * a[..., None]
+    t = np.clip((a - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    colour = colormaps[ATTENTION_CMAP](t)[..., :3]  # (h, w, 3)
+    weight = OVERLAY_ALPHA * t[..., None]
     rgb = (1 - weight) * gray[..., None] + weight * colour
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
 
 
 def explain_figure(
-    square: np.ndarray, attention: dict[str, np.ndarray], scores: dict[str, float], title: str
+    square: np.ndarray,
+    attention: Mapping[str, np.ndarray],
+    scores: Mapping[str, float],
+    title: str,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> bytes:
     """PNG of one square: image | cracking overlay | contamination overlay.
 
@@ -65,34 +155,71 @@ def explain_figure(
     attention
         ``"cracking"``, ``"contamination"`` -> ``(h, w)`` maps (may be empty).
     scores
-        Predicted scores, shown in the title.
+        Predicted scores, shown under the title with their full names.
     title
         First title line (e.g. the square ID).
+    ranges
+        Display range per attribute, shared by every square of the atlas
+        (:func:`attention_range`); default: each map's own range.
 
     Returns
     -------
     bytes
         The PNG file's content.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    panels = [("image", np.stack([_gray(square)] * 3, axis=-1))]
-    panels += [(f"{k} attention", attention_overlay(square, v)) for k, v in attention.items()]
-    fig = Figure(figsize=(3 * len(panels), 3.4), dpi=100)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (name, rgb) in zip(axes, panels, strict=True):
-        ax.imshow(rgb, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
-        ax.set_axis_off()
-    line = "  ".join(f"{k[:5]} {v:.1f}" for k, v in scores.items())
-    fig.suptitle(f"{title}\n{line}", fontsize=9)
-    fig.tight_layout()
+    fig = _explain_fig(square, attention, scores, title, ranges)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _explain_fig(
+    square: np.ndarray,
+    attention: Mapping[str, np.ndarray],
+    scores: Mapping[str, float],
+    title: str,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> Figure:
+    """The matplotlib figure of :func:`explain_figure` (same parameters)."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import cm, colors
+    from matplotlib.figure import Figure
+
+    ranges = dict(ranges or {})
+    panels = [("image", np.stack([_gray(square)] * 3, axis=-1), None)]
+    for name, att in attention.items():
+        vmin, vmax = ranges.get(name) or attention_range(att)
+        caption = f"{name} attention"
+        if is_flat(att):
+            caption += "\nflat: nothing singled out"
+        panels.append((caption, attention_overlay(square, att, vmin, vmax), (vmin, vmax)))
+    # non-breaking spaces keep each "name value" pair on one line when wrapped
+    line = "  ·  ".join(f"{k}\u00a0{float(v):.1f}" for k, v in scores.items())
+    head = [title, *textwrap.wrap(line, 32 * len(panels))]
+    head_in = 0.17 * len(head) + 0.1  # the heading gets its own band: never over the panels
+    fig = Figure(figsize=(3.1 * len(panels), 4.1 + head_in), dpi=100, layout="constrained")
+    top, body = fig.subfigures(2, 1, height_ratios=[head_in, 4.1])
+    top.text(0.5, 0.5, "\n".join(head), ha="center", va="center", fontsize=9)
+    axes = body.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (caption, rgb, vrange) in zip(axes, panels, strict=True):
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(caption, fontsize=9)
+        ax.set_axis_off()
+        if vrange is not None:
+            bar = body.colorbar(
+                cm.ScalarMappable(colors.Normalize(*vrange), ATTENTION_CMAP),
+                ax=ax,
+                orientation="horizontal",
+                fraction=0.06,
+                pad=0.03,
+            )
+            bar.set_label("attention (same scale for every square)", fontsize=7)
+            bar.ax.tick_params(labelsize=7)
+    return fig
 
 
 def select_squares(
@@ -160,10 +287,14 @@ def explain_extraction(
             raise InputError("--squares", str(exc)) from None
         scores = pred.scores.copy()
         scores.insert(0, "square_id", ids)
+        # one colour scale per attribute for every square, so overlays compare
+        ranges = {k: attention_range(v) for k, v in pred.attention.items()}
         names = []
         for i in track(rows, "explaining", unit="square"):
             att = {k: v[i] for k, v in pred.attention.items()}
-            png = explain_figure(stack[i], att, pred.scores.iloc[i].to_dict(), f"square {ids[i]}")
+            png = explain_figure(
+                stack[i], att, pred.scores.iloc[i].to_dict(), f"square {ids[i]}", ranges
+            )
             names.append(safe_filename(f"square_{ids[i]}.png"))  # IDs are data: keep them in
             write_bytes(staging / names[-1], png)
         write_text(staging / "scores.csv", scores.to_csv(index=False, float_format="%.3f"))

@@ -170,6 +170,7 @@ def fit(
     precision: str = "32-true",
     resume: str | os.PathLike | None = None,
     progress: bool = False,
+    callbacks: list | None = None,
 ) -> XCryoNetModule:
     """Train ``module`` with a Lightning ``Trainer``: CPU, GPU, DDP and SLURM alike.
 
@@ -192,6 +193,8 @@ def fit(
         A checkpoint to continue from (``run_dir/checkpoints/last.ckpt``).
     progress
         Show Lightning's progress bar.
+    callbacks
+        More Lightning callbacks (e.g. the app's progress reporter).
 
     Raises
     ------
@@ -223,7 +226,7 @@ def fit(
         precision=precision,
         default_root_dir=run_dir,
         logger=CSVLogger(save_dir=run_dir, name="", version=""),
-        callbacks=[checkpoint_callback(run_dir)],
+        callbacks=[checkpoint_callback(run_dir), *(callbacks or [])],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -306,6 +309,8 @@ def train_run(
     resume: str | os.PathLike | None = None,
     augment=None,
     progress: bool = False,
+    init: str | os.PathLike | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """The ``cryoscout train`` operation: read, split, train, evaluate, save.
 
@@ -326,6 +331,13 @@ def train_run(
         Fraction of labeled squares held out to measure the error.
     augment
         Optional ``f(square, rng) -> square`` appearance randomisation.
+    init
+        Fine-tune: start from this model (a run folder or ``model.pt``; ``"default"``
+        for the shipped one) instead of random weights. Its variant, size, width and
+        normalisation replace the arguments, and its error on the held-out squares
+        before training is recorded as ``test_mean_abs_diff_before``.
+    callbacks
+        More Lightning callbacks, passed to :func:`fit`.
 
     Returns
     -------
@@ -340,6 +352,13 @@ def train_run(
     run_dir = Path(run_dir)
     # Checkpoints stay in place for --resume; INCOMPLETE marks the folder until the end.
     with resumable_run_folder(run_dir, resume=resume is not None):
+        start = None
+        if init is not None:
+            from cryoscout.screening.predict import load_model
+
+            start = load_model(None if str(init) == "default" else init)
+            variant, size = start.variant, start.size
+            width, normalisation = int(start.meta["width"]), start.meta["normalisation"]
         data = load_screening_data(folders, size=size, normalisation=normalisation)
         if not data.labeled.any():
             raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
@@ -364,6 +383,12 @@ def train_run(
             val_set = SquareDataset(data.images[split.test], data.labels[split.test])
         pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
         module = XCryoNetModule(variant, size=size, width=width, lr=lr)
+        before = {}
+        if start is not None:
+            module.net.load_state_dict(start.net.state_dict())
+            if len(split.test):
+                before = evaluate(module.net, data.images[split.test], data.labels[split.test])
+            module.net.train()
         fit(
             module,
             train_set,
@@ -378,13 +403,11 @@ def train_run(
             precision=precision,
             resume=resume,
             progress=progress,
+            callbacks=callbacks,
         )
         net = module.net.cpu().eval()
-        test_mad = (
-            evaluate(net, data.images[split.test], data.labels[split.test])
-            if len(split.test)
-            else {}
-        )
+        test = split.test
+        test_mad = evaluate(net, data.images[test], data.labels[test]) if len(test) else {}
         record = {
             "variant": variant,
             "supervision": "SS" if semi else "FS",
@@ -402,6 +425,9 @@ def train_run(
             "n_test": len(split.test),
             "test_mean_abs_diff": test_mad,
         }
+        if init is not None:
+            record["init"] = str(init)
+            record["test_mean_abs_diff_before"] = before
         if module.trainer is None or module.trainer.is_global_zero:
             save_model(run_dir / "model.pt", net, normalisation, training=record)
             write_run_config(run_dir, record)

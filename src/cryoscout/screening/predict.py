@@ -80,10 +80,14 @@ class Predictions:
     attention
         ``"cracking"``, ``"contamination"`` -> ``(n, h, w)`` maps in (0, 1) at
         the input squares' size; empty for the ``primary`` variant.
+    features
+        ``(n, c)`` the primary branch's feature maps averaged over space (what
+        active learning measures distances on), when asked for.
     """
 
     scores: Any  # pandas.DataFrame
     attention: dict[str, np.ndarray] = field(default_factory=dict)
+    features: np.ndarray | None = None
 
 
 class ScoringModel:
@@ -106,7 +110,11 @@ class ScoringModel:
         return int(self.meta["size"])
 
     def predict(
-        self, stack: np.ndarray, batch_size: int = 64, attention: bool = True
+        self,
+        stack: np.ndarray,
+        batch_size: int = 64,
+        attention: bool = True,
+        features: bool = False,
     ) -> Predictions:
         """Score squares.
 
@@ -121,6 +129,8 @@ class ScoringModel:
             Squares per forward pass; results do not depend on it.
         attention
             Return the attention maps (``xcryonet`` only).
+        features
+            Return the pooled primary features too.
 
         Returns
         -------
@@ -139,13 +149,15 @@ class ScoringModel:
             raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
         h, w = x.shape[1:]
         x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
-        scores, maps = [], {n: [] for n in ATTENTION_ATTRIBUTES}
+        scores, maps, feats = [], {n: [] for n in ATTENTION_ATTRIBUTES}, []
         want_maps = attention and self.variant == "xcryonet"
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 batch = torch.from_numpy(x[start : start + batch_size])[:, None]  # (b, 1, s, s)
                 out = self.net(batch, reconstruct="none")
                 scores.append(out.scores.clamp(0, 4).numpy())
+                if features:
+                    feats.append(out.primary_features.mean(dim=(2, 3)).numpy())
                 if want_maps:
                     for name, att in out.attention.items():
                         if (h, w) != (self.size, self.size):
@@ -153,7 +165,8 @@ class ScoringModel:
                         maps[name].append(att[:, 0].numpy())
         table = pd.DataFrame(np.concatenate(scores).astype(np.float64), columns=list(SCORES))
         att_out = {n: np.concatenate(v) for n, v in maps.items()} if want_maps else {}
-        return Predictions(scores=table, attention=att_out)
+        pooled = np.concatenate(feats).astype(np.float32) if features else None
+        return Predictions(scores=table, attention=att_out, features=pooled)
 
 
 def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:

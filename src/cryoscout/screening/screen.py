@@ -180,7 +180,7 @@ def screen(
     pixel_size_A
         Atlas pixel size in Å, overriding the file's.
     detail_k
-        Squares shown large in the report with attention overlays (best and worst).
+        Lowest-ranked full squares shown as cards in the report, after the targets' cards.
 
     Returns
     -------
@@ -297,8 +297,11 @@ def screen_extraction(
     has_stage = montage.px_to_stage is not None
     attention = {k: np.asarray(v) for k, v in (predictions.attention or {}).items()}
 
+    report_table = scores.copy()
+    report_table["target"] = report_table["square_id"].isin(targets["square_id"])
+
     # Render everything in memory first: a failure here leaves no output behind.
-    overview_png = _overview_png(montage, scores, getattr(extraction, "lattice", None))
+    overview_png = _overview_png(montage, report_table, getattr(extraction, "lattice", None))
     files: dict[str, Path] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     files["squares"] = write_mrc(
@@ -328,8 +331,6 @@ def screen_extraction(
         stage_positions=has_stage,
     )
     files["config"] = write_run_config(out_dir, record)
-    report_table = scores.copy()
-    report_table["target"] = report_table["square_id"].isin(targets["square_id"])
     files["report"] = write_report(
         out_dir / "report.html",
         overview_png,
@@ -348,7 +349,7 @@ def screen_extraction(
 
 
 def _overview_png(montage: Any, scores: pd.DataFrame, lattice: Any = None) -> bytes:
-    """PNG bytes of the overview, squares coloured by predicted overall score."""
+    """PNG bytes of the overview: squares coloured by predicted overall, targets marked."""
     from cryoscout.report.overview import overview_png
 
     return overview_png(
@@ -357,6 +358,8 @@ def _overview_png(montage: Any, scores: pd.DataFrame, lattice: Any = None) -> by
         color_by="overall",
         pitch_px=getattr(lattice, "pitch_px", None),
         angle_deg=getattr(lattice, "angle_deg", None),
+        side_px=getattr(lattice, "square_side_px", None),
+        pixel_size_A=getattr(montage, "pixel_size_A", None),
     )
 
 

@@ -1,0 +1,68 @@
+// Small DOM helpers shared by the views.
+
+export function $(sel, root = document) {
+  return root.querySelector(sel);
+}
+
+/** Create an element: h("div", {class: "x", onclick: fn}, child, "text", ...). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "style" && typeof v === "object") Object.assign(el.style, v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+let toastTimer = null;
+export function toast(message, isError = false) {
+  const el = document.getElementById("toast");
+  el.textContent = message;
+  el.classList.toggle("error", !!isError);
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, isError ? 7000 : 3500);
+}
+
+export function progressBar(fraction) {
+  const bar = h("div", { class: "bar" }, h("i"));
+  if (fraction === null || fraction === undefined) bar.classList.add("indeterminate");
+  else bar.firstChild.style.width = `${Math.round(Math.min(1, Math.max(0, fraction)) * 100)}%`;
+  return bar;
+}
+
+export function fmtEta(s) {
+  if (s === null || s === undefined || !Number.isFinite(s)) return "";
+  if (s < 60) return `${Math.round(s)} s left`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s left`;
+}
+
+export function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+}
+
+/** Fill a <select> with [value, text] pairs, keeping the current choice when it still exists. */
+export function fillSelect(sel, options, preferred) {
+  const cur = preferred !== undefined ? String(preferred) : sel.value;
+  sel.replaceChildren(...options.map(([v, t]) => h("option", { value: v }, t)));
+  if (options.some(([v]) => String(v) === cur)) sel.value = cur;
+}
+
+/** True when a key event comes from a text field (then it is typing, not a command). */
+export function isTyping(e) {
+  const t = e.target;
+  return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)
+    && !(t.type === "checkbox");
+}
