@@ -9,7 +9,7 @@ import typer
 
 def extract(
     input: Path = typer.Argument(
-        ..., help="EPU Atlas.dm (or its folder), SerialEM .mdoc/.mrc, or a .mrc/.tif/.png."
+        ..., help="EPU Atlas.dm (or its folder), SerialEM .mdoc/.mrc, or a .mrc/.tif/.png/.jpg."
     ),
     out: Path = typer.Option(..., "-o", "--out", metavar="DIR", help="Output folder."),
     size: int = typer.Option(128, "--size", help="Side of each extracted square in pixels."),

@@ -80,7 +80,7 @@ app.command("train", cls=Command)(train.train)
 app.command("explain", cls=Command)(explain.explain)
 app.command("screen", cls=Command)(screen.screen)
 app.add_typer(benchmark.app, name="benchmark")
-app.command("app")(app_cli.app)
+app.command("app", cls=Command)(app_cli.app)
 # Particle picking
 app.add_typer(pick.app, name="pick")
 

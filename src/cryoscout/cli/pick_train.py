@@ -53,31 +53,20 @@ def pair_files(files: list[Path]) -> tuple[list[Path], list[Path]]:
     return tomos, coords
 
 
-def _duration(seconds: float) -> str:
-    """``75`` -> ``1 min 15 s``; ``4000`` -> ``1 h 07 min``."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
 def epoch_line(history, epochs: int, names: list[str]) -> str:
     """One line about the last epoch of ``history``: loss, validation F1, elapsed, ETA."""
+    from cryoscout.training import progress_line
+
     row = history.iloc[-1]
-    epoch = int(row["epoch"])
-    parts = [f"epoch {epoch}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    figures = [f"loss {row['train_loss']:.4f}"]
     if "val_f1" in row and row["val_f1"] == row["val_f1"]:  # not NaN: validated this epoch
         per_class = [f"{n} {row[f'val_f1_{n}']:.2f}" for n in names if f"val_f1_{n}" in row]
-        parts.append(
+        figures.append(
             f"val F1 {row['val_f1']:.3f}" + (f" ({', '.join(per_class)})" if per_class else "")
         )
-    elapsed = float(row["elapsed_s"])
-    parts.append(f"{_duration(elapsed)} elapsed")
-    if epoch < epochs:
-        parts.append(f"ETA {_duration(elapsed / epoch * (epochs - epoch))}")
-    return "  ".join(parts)
+    # elapsed_s counts from the start of the first run, so ETA is by all epochs so far.
+    epoch = int(row["epoch"])
+    return progress_line(epoch, epochs, figures, float(row["elapsed_s"]), epoch)
 
 
 def _class_names(coords: list[Path], names: str | None, n: int) -> list[str]:
@@ -322,7 +311,9 @@ def train(
                 )
                 # Sized by the particle (hit) radius: by the smaller label radius one
                 # particle's blob splits into several picks.
-                picks = mp_nms(pred.labels, hit, classes=list(range(1, num_classes + 1)))
+                picks = mp_nms(
+                    pred.labels, hit, classes=list(range(1, num_classes + 1)), progress=False
+                )
                 result = evaluate_picks(picks, vtruth, hit)
                 scores = {"val_f1": float(result.overall["f1"])}
                 for c, row in result.per_class.iterrows():

@@ -12,7 +12,7 @@ def screen(
         None,
         metavar="INPUT",
         help="EPU Atlas.dm (or its folder), SerialEM montage .mrc/.mdoc, or a stitched "
-        ".mrc/.tif/.png. Leave out with --example.",
+        ".mrc/.tif/.png/.jpg. Leave out with --example.",
         show_default=False,
     ),
     out: Path = typer.Option(
@@ -85,9 +85,14 @@ def screen(
 
         open_atlas(input_path, pixel_size_A=pixel_size)  # metadata only: format and files
     # With --example, input_path stays None: screen simulates it into OUT/example_atlas.
-    result = run_screen(
-        input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size
-    )
+    try:
+        result = run_screen(
+            input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size
+        )
+    except InputError as exc:
+        if exc.path is None:  # an algorithm's complaint about the image: name the input
+            raise InputError(input_path or "--example", exc.problem) from None
+        raise
     n_full = int(result.scores["full"].sum()) if "full" in result.scores else len(result.scores)
     typer.echo(
         f"screened {len(result.scores)} squares ({n_full} full); "

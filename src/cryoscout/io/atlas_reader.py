@@ -22,7 +22,7 @@ from cryoscout.io.atlas_source import AtlasSource, TileRecord
 from cryoscout.io.epu import ATLAS_FILE, read_epu_atlas
 from cryoscout.io.images import (
     MRC_SUFFIXES,
-    PNG_SUFFIXES,
+    PILLOW_SUFFIXES,
     TIFF_SUFFIXES,
     read_image_pixels,
     read_single_image,
@@ -45,14 +45,14 @@ def _from_folder(folder: Path) -> Path:
     if len(mdocs) > 1:
         names = ", ".join(p.name for p in mdocs[:4])
         raise InputError(folder, f"holds {len(mdocs)} .mdoc files ({names}); name one")
-    for suffixes in (MRC_SUFFIXES, TIFF_SUFFIXES, PNG_SUFFIXES):
+    for suffixes in (MRC_SUFFIXES, TIFF_SUFFIXES, PILLOW_SUFFIXES):
         images = [p for p in files if p.suffix.lower() in suffixes]
         if len(images) == 1:
             return images[0]
         if len(images) > 1:
             names = ", ".join(p.name for p in images[:4])
             raise InputError(folder, f"holds {len(images)} images ({names}); name one")
-    raise InputError(folder, "no atlas here: no Atlas.dm, .mdoc, .mrc, .tif or .png")
+    raise InputError(folder, "no atlas here: no Atlas.dm, .mdoc, .mrc, .tif, .png or .jpg")
 
 
 def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
@@ -75,10 +75,10 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
         return "serialem", path
     if suffix in MRC_SUFFIXES:
         return ("serialem" if mdoc_for(path).is_file() else "image"), path
-    if suffix in TIFF_SUFFIXES + PNG_SUFFIXES:
+    if suffix in TIFF_SUFFIXES + PILLOW_SUFFIXES:
         return "image", path
     raise InputError(
-        path, "unknown atlas format: expected Atlas.dm, .mdoc, .mrc, .tif/.tiff or .png"
+        path, "unknown atlas format: expected Atlas.dm, .mdoc, .mrc, .tif/.tiff, .png or .jpg"
     )
 
 
@@ -89,7 +89,7 @@ def open_atlas(path: str | os.PathLike, pixel_size_A: float | None = None) -> At
     ----------
     path
         EPU ``Atlas.dm`` (or its folder), SerialEM ``.mdoc`` or stack, a single
-        ``.mrc``/``.tif``/``.png``, or a folder holding exactly one of these.
+        ``.mrc``/``.tif``/``.png``/``.jpg``, or a folder holding exactly one of these.
     pixel_size_A
         Pixel size in Å of the montage; overrides whatever the metadata says.
 

@@ -133,7 +133,8 @@ def read_microscope_image_xml(path: str | os.PathLike) -> dict[str, float | None
     dict
         ``pixel_size_A`` (float, from ``SpatialScale/pixelSize/x/numericValue``),
         ``stage_x_um`` and ``stage_y_um`` (from ``microscopeData/stage/Position``;
-        ``None`` when absent) and ``magnification`` (nominal; ``None`` when absent).
+        ``None`` when absent), ``magnification`` (nominal; ``None`` when absent) and
+        ``readout_width_px`` (camera readout width the pixel size is for; ``None`` when absent).
 
     Raises
     ------
@@ -161,6 +162,8 @@ def read_microscope_image_xml(path: str | os.PathLike) -> dict[str, float | None
             image_side(path, f"ReadoutArea/{k}", v)
             for k, v in zip(("width", "height"), readout, strict=True)
         ),
+        # The width the pixel size refers to; EPU's JPEG previews are smaller.
+        "readout_width_px": _float(root, "microscopeData/acquisition/camera/ReadoutArea/width"),
     }
 
 

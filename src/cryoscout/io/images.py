@@ -1,7 +1,9 @@
-"""Single stitched atlas images: .mrc, .tif/.tiff and .png.
+"""Single stitched atlas images: .mrc, .tif/.tiff, .png and .jpg/.jpeg.
 
-Such files often carry no usable pixel size (MRC headers of 0 or 1 Å, PNG none);
-the pixel size is then ``None`` unless the caller gives one.
+Such files often carry no usable pixel size (MRC headers of 0 or 1 Å, PNG and JPEG
+none); the pixel size is then ``None`` unless the caller gives one, or, for the PNG
+and JPEG images EPU writes (grid squares, atlases), unless EPU's ``MicroscopeImage``
+XML of the same name lies beside the image.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from cryoscout.io.validate import image_side, pixel_size
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st")
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
-IMAGE_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + PNG_SUFFIXES
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+PILLOW_SUFFIXES = PNG_SUFFIXES + JPEG_SUFFIXES  # read with Pillow
+IMAGE_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + PILLOW_SUFFIXES
 
 
 def mrc_header(path: Path):
@@ -64,7 +68,7 @@ def read_image_pixels(path: str | os.PathLike) -> tuple[np.ndarray, float | None
     ----------
     path
         ``.mrc`` (via :func:`cryoscout.io.mrc.read_mrc`), ``.tif``/``.tiff`` (tifffile)
-        or ``.png`` (Pillow; RGB is converted to gray).
+        or ``.png``/``.jpg``/``.jpeg`` (Pillow; RGB is converted to gray).
 
     Returns
     -------
@@ -99,7 +103,7 @@ def read_image_pixels(path: str | os.PathLike) -> tuple[np.ndarray, float | None
         if pixel is not None and abs(pixel - 1.0) < 1e-6:
             pixel = None
         return _to_2d(data, path), pixel
-    if suffix in PNG_SUFFIXES:
+    if suffix in PILLOW_SUFFIXES:
         from PIL import Image
 
         try:
@@ -111,7 +115,8 @@ def read_image_pixels(path: str | os.PathLike) -> tuple[np.ndarray, float | None
                         img = img.convert("RGB")
                     data = np.asarray(img)
         except Exception as exc:
-            raise InputError(path, f"not a readable PNG file ({exc})") from None
+            kind = "PNG" if suffix in PNG_SUFFIXES else "JPEG"
+            raise InputError(path, f"not a readable {kind} file ({exc})") from None
         return _to_2d(data, path), None
     raise InputError(path, f"unsupported image type {suffix or '(no extension)'}")
 
@@ -125,7 +130,7 @@ def _image_shape(path: Path) -> tuple[int, int]:
             if int(h.nz) > 1:
                 raise InputError(path, f"{int(h.nz)} sections, not one image")
             return int(h.ny), int(h.nx)
-        if suffix in PNG_SUFFIXES:
+        if suffix in PILLOW_SUFFIXES:
             from PIL import Image
 
             Image.MAX_IMAGE_PIXELS = None
@@ -153,10 +158,11 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
     Parameters
     ----------
     path
-        ``.mrc``, ``.tif``/``.tiff`` or ``.png``.
+        ``.mrc``, ``.tif``/``.tiff``, ``.png`` or ``.jpg``/``.jpeg``.
     pixel_size_A
-        Pixel size in Å; overrides the header. The header's 0 or 1 Å (and PNG's
-        absent one) mean unknown: ``None``.
+        Pixel size in Å; overrides the header. The header's 0 or 1 Å (and PNG's or
+        JPEG's absent one) mean unknown: ``None``, unless an EPU ``MicroscopeImage``
+        XML of the same name lies beside a PNG or JPEG.
 
     Returns
     -------
@@ -194,4 +200,16 @@ def _header_pixel_size(path: Path) -> float | None:
         with tifffile.TiffFile(path) as tif:
             pixel = _tiff_pixel_size(tif)
         return None if pixel is None or abs(pixel - 1.0) < 1e-6 else pixel
+    xml = path.with_suffix(".xml")
+    if suffix in PILLOW_SUFFIXES and xml.is_file():  # EPU's GridSquare_*.jpg + .xml
+        from cryoscout.io.epu import read_microscope_image_xml
+
+        try:
+            meta = read_microscope_image_xml(xml)
+        except InputError:
+            return None  # some other XML: the image itself is still usable
+        # The pixel size is the camera readout's; the preview image is smaller.
+        readout = meta["readout_width_px"]
+        width = _image_shape(path)[1]
+        return meta["pixel_size_A"] * (readout / width if readout and width else 1.0)
     return None

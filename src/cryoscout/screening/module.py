@@ -156,6 +156,15 @@ class XCryoNetModule(pl.LightningModule):
         self.log("val/mad_mean", torch.nanmean(err), batch_size=x.shape[0], prog_bar=True)
 
 
+#: Logged metrics in the per-epoch line of ``cryoscout train``, with their labels
+#: (see :func:`cryoscout.training.epoch_reporter`).
+EPOCH_METRICS = {
+    "train/loss_primary_sup": "primary loss",
+    "train/loss_fusion": "fusion loss",
+    "val/mad_mean": "held-out |error|",
+}
+
+
 def fit(
     module: XCryoNetModule,
     train_set,
