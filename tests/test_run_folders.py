@@ -46,7 +46,7 @@ def test_run_folder_appears_only_when_complete(tmp_path):
         (folder / "scores.csv").write_text("half")
         raise RuntimeError("killed half-way")
     assert not out.exists()
-    assert leftovers(out) == [".run.lock"]  # no staging folder left behind
+    assert leftovers(out) == []  # no staging folder nor lock file left behind
     with run_folder(out) as folder:
         (folder / "config.yaml").write_text("a: 1\n")
         (folder / "first.txt").write_text("1")

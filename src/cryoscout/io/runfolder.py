@@ -95,6 +95,10 @@ def _refuse_foreign(out: Path) -> None:
 def lock_folder(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` (via ``.<name>.lock`` beside it) or refuse.
 
+    The lock file is removed when the run ends. A process that opened it just before
+    then holds a lock on a deleted file, so each holder checks, once locked, that the
+    file it locked is still the one on disk (and otherwise takes the new one).
+
     Raises
     ------
     InputError
@@ -104,21 +108,31 @@ def lock_folder(out: Path) -> Iterator[None]:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     path = out.parent / f".{out.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            os.close(fd)
             raise InputError(
                 out,
                 "another cryoscout run is writing into this folder now; wait for it "
                 "or choose another folder",
             ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its holder has just removed: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
-        os.close(fd)  # releases the lock
+        path.unlink(missing_ok=True)  # while still locked: nobody else holds this file
+        os.close(fd)
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -134,7 +148,7 @@ def glob_escape(name: str) -> str:
 
 
 @contextlib.contextmanager
-def run_folder(out: str | os.PathLike) -> Iterator[Path]:
+def run_folder(out: str | os.PathLike, overwrite: bool | None = None) -> Iterator[Path]:
     """Write a run into a staging folder; it becomes ``out`` only when complete.
 
     Enter it before the work starts: the checks (writable, not a foreign folder, no
@@ -145,6 +159,10 @@ def run_folder(out: str | os.PathLike) -> Iterator[Path]:
     out
         The run folder. An earlier cryoscout run there is replaced whole when this
         run completes (and left untouched when it does not).
+    overwrite
+        ``None``: replace an earlier cryoscout run, refuse other files. ``False``:
+        refuse any non-empty folder. ``True``: replace whatever the folder holds
+        (the user asked, e.g. ``simulate atlas --overwrite``).
 
     Yields
     ------
@@ -162,7 +180,10 @@ def run_folder(out: str | os.PathLike) -> Iterator[Path]:
     ...     write_extraction(folder, extraction)
     """
     out = check_writable(out)
-    _refuse_foreign(out)
+    if overwrite is None:
+        _refuse_foreign(out)
+    elif not overwrite and out.is_dir() and any(out.iterdir()):
+        raise InputError(out, "folder exists and is not empty (use --overwrite to replace it)")
     with lock_folder(out):
         _remove_leftovers(out)
         tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
