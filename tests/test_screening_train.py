@@ -58,6 +58,7 @@ def test_train_command_writes_a_loadable_run(tmp_path, run_cli):
     )  # fmt: skip
     assert res.code == 0, res.err
     assert "model.pt" in res.out
+    assert "epoch 1/1  primary loss" in res.err and "held-out |error|" in res.err  # per epoch
     record = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
     assert record["meta"]["variant"] == "xcryonet" and record["meta"]["size"] == 32
     assert any(k.startswith("fusion.") for k in record["state_dict"])
@@ -72,6 +73,7 @@ def test_train_command_writes_a_loadable_run(tmp_path, run_cli):
         "--batch-size", "8", "--accelerator", "cpu", "--resume",
     )  # fmt: skip
     assert res2.code == 0, res2.err
+    assert "epoch 2/2" in res2.err and "epoch 1/2" not in res2.err  # only the epoch left
     epochs = pd.read_csv(run / "metrics.csv")["epoch"].dropna()
     assert set(epochs) == {0, 1}  # the log keeps the epoch before the resume
 

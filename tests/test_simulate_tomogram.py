@@ -165,3 +165,225 @@ def test_cli_unknown_class_is_one_line_error(tmp_path, run_cli, shared_data):
     assert res.code == 1
     assert "9zzz" in res.err and res.err.count("\n") == 1
     assert not (tmp_path / "x" / "tomogram.mrc").exists()
+
+
+# --- What differs between microscopes: each switch has an effect that can be measured. ---
+
+TINY = dict(shape=(32, 64, 64), tilt_step_deg=6.0)
+
+
+def _radial_power_slope(images: np.ndarray) -> float:
+    """Slope of log radial power against log frequency, over (n, y, x) images."""
+    f = np.abs(np.fft.rfft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2
+    ky = np.fft.fftfreq(images.shape[1])[:, None]
+    kx = np.fft.rfftfreq(images.shape[2])[None, :]
+    k = np.sqrt(ky**2 + kx**2)
+    p = f.mean(axis=0)
+    ok = (k > 0.05) & (k < 0.45)
+    return float(np.polyfit(np.log(k[ok]), np.log(p[ok]), 1)[0])
+
+
+@pytest.mark.parametrize(("slope", "sign"), [(-1.5, -1), (0.0, 0), (1.5, 1)])
+def test_noise_colour_sets_the_slope_of_the_noise_power_spectrum(slope, sign):
+    from cryoscout.simulate.tomo_imaging import image_tilt_series
+
+    rng = np.random.default_rng(0)
+    density = rng.random((16, 48, 48)).astype(np.float32)
+    angles = np.array([-30.0, 0.0, 30.0])
+    images, clean, _ = image_tilt_series(
+        density, angles, 10.0, rng, snr=0.5, ctf=False, noise_slope=slope
+    )
+    measured = _radial_power_slope(images - clean)
+    if sign == 0:
+        assert abs(measured) < 0.2
+    else:
+        assert measured * sign > 0.8 * abs(slope)
+    # The SNR keeps its meaning: noise variance = signal variance / snr.
+    assert (images - clean).var() == pytest.approx(clean.var() / 0.5, rel=0.06)
+
+
+def test_astigmatism_makes_thon_rings_elliptical():
+    from cryoscout.simulate.tomo_imaging import ctf_2d
+
+    n = 256
+    round_ = ctf_2d((n, n), 2.0, 2.0)
+    astig = ctf_2d((n, n), 2.0, 2.0, astigmatism_um=0.6, astigmatism_angle_deg=0.0)
+
+    def first_zero(c: np.ndarray, along_x: bool) -> int:
+        line = c[0, : n // 2] if along_x else c[: n // 2, 0]
+        return int(np.argmax(np.diff(np.sign(line)) != 0))
+
+    # Round: the same ring radius along x and y. Astigmatic with the largest defocus along
+    # x: the first zero comes in closer along x than along y.
+    assert first_zero(round_, True) == first_zero(round_, False)
+    assert first_zero(astig, True) < first_zero(round_, True) < first_zero(astig, False)
+
+
+def test_defocus_gradient_images_each_height_at_its_own_defocus():
+    from cryoscout.simulate.tomo_imaging import (
+        height_sliced_operators,
+        image_tilt_series,
+        projection_operator,
+    )
+
+    angles = np.array([-60.0, 0.0, 45.0])
+    full = projection_operator((12, 20), angles).to_dense()
+    parts = height_sliced_operators((12, 20), angles, step_vox=3.0)
+    assert len(parts) > 3
+    assert np.allclose(sum(p.to_dense() for _, p in parts), full)
+    # Two identical dots at 0° tilt, 0.11 µm apart in height, imaged at 5 Å: the same
+    # image without a gradient, different Thon rings with one.
+    density = np.zeros((256, 32, 64), np.float32)
+    density[20, 16, 16] = density[235, 16, 48] = 1.0
+    rng = np.random.default_rng(0)
+
+    def dots(gradient: bool) -> tuple[np.ndarray, np.ndarray]:
+        _, clean, _ = image_tilt_series(
+            density,
+            np.array([0.0]),
+            40.0,
+            rng,
+            snr=None,
+            defocus_um=2.0,
+            phase_flip=False,
+            defocus_gradient=gradient,
+        )
+        return clean[0, 6:27, 6:27], clean[0, 6:27, 38:59]
+
+    a, b = dots(False)
+    assert np.abs(a - b).max() < 1e-3 * np.abs(a).max()
+    a, b = dots(True)
+    assert np.abs(a - b).max() > 0.1 * np.abs(a).max()
+
+
+def test_distractors_are_in_occupancy_and_distractors_but_not_in_particles():
+    cfg = TomogramConfig(
+        **TINY,
+        n_particles=6,
+        shapes=("sphere",),
+        n_distractors=5,
+        distractor_shapes=("ellipsoid",),
+        voxel_size_A=20.0,
+        n_fiducials=2,
+        n_membranes=1,
+        snr=None,
+    )
+    sim = simulate_tomogram(cfg, seed=5)
+    d = sim.distractors
+    assert set(d["kind"]) <= {"protein", "gold", "membrane"}
+    assert (d["kind"] == "gold").sum() == 2
+    assert (d["kind"] == "protein").sum() >= 1
+    assert set(d[d.kind == "protein"].name) == {"ellipsoid"}
+    assert len(sim.particles) == 6 and set(sim.particles["name"]) == {"sphere"}
+    # Every distractor owns voxels labelled minus its row + 1; particles keep 1..n.
+    ids = np.unique(sim.occupancy)
+    assert set(ids[ids < 0]) == {-(i + 1) for i in range(len(d))}
+    assert set(ids[ids > 0]) == set(range(1, 7))
+    # A protein distractor's centre is its own.
+    for i, row in d[d.kind == "protein"].iterrows():
+        assert sim.occupancy[int(row.z), int(row.y), int(row.x)] == -(i + 1)
+    # Without distractors the same seed gives the same particles (nothing else moves).
+    plain = simulate_tomogram(
+        TomogramConfig(
+            **TINY,
+            n_particles=6,
+            shapes=("sphere",),
+            n_fiducials=2,
+            n_membranes=1,
+            snr=None,
+            voxel_size_A=20.0,
+        ),
+        seed=5,
+    )
+    assert plain.particles.equals(sim.particles)
+
+
+def _bead_sharpness(tomo: np.ndarray, c) -> float:
+    """Share of a bead's contrast in its central 3³ voxels out of a 9³ box."""
+    z, y, x = (int(v) for v in c)
+    box = np.abs(tomo[z - 4 : z + 5, y - 4 : y + 5, x - 4 : x + 5] - np.median(tomo))
+    return float(box[3:6, 3:6, 3:6].sum() / box.sum())
+
+
+def test_alignment_errors_blur_a_gold_bead():
+    # At 40 Å per voxel the 5 nm bead is 1.5 voxels: a near point.
+    base = dict(**TINY, n_particles=0, n_fiducials=1, snr=None, ctf=False, voxel_size_A=40.0)
+    sharp = simulate_tomogram(TomogramConfig(**base), seed=2)
+    blurred = simulate_tomogram(
+        TomogramConfig(**base, alignment_shift_px=1.5, alignment_rotation_deg=1.0), seed=2
+    )
+    bead = sharp.distractors.iloc[0]
+    assert bead.kind == "gold"
+    c = (int(bead.z), int(bead.y), int(bead.x))
+    # The bead is the darkest thing in the volume, with streaks (missing wedge) around it.
+    assert sharp.tomogram[c[0], c[1], c[2]] < -5
+    assert _bead_sharpness(blurred.tomogram, c) < 0.8 * _bead_sharpness(sharp.tomogram, c)
+
+
+def test_material_outside_the_field_of_view_enters_at_the_edges():
+    base = dict(**TINY, n_particles=6, shapes=("sphere",), n_fiducials=8, snr=None, ctf=False)
+    inside = simulate_tomogram(TomogramConfig(**base), seed=1)
+    wide = simulate_tomogram(TomogramConfig(**base, outside_material=True), seed=1)
+    assert wide.tomogram.shape == inside.tomogram.shape
+    assert wide.particles.equals(inside.particles)  # the truth is the field of view's
+    diff = np.abs(wide.tomogram - inside.tomogram).mean(axis=(0, 1))  # per x column
+    # At 60° the central columns see only the field of view; the edges see outside.
+    assert diff[:6].mean() > 2 * diff[28:36].mean()
+    assert diff[-6:].mean() > 2 * diff[28:36].mean()
+
+
+def test_intensity_units_are_an_affine_map_of_the_default():
+    cfg = dict(**TINY, n_particles=4, shapes=("sphere",))
+    a = simulate_tomogram(TomogramConfig(**cfg), seed=7).tomogram
+    b = simulate_tomogram(
+        TomogramConfig(**cfg, intensity_scale=250.0, intensity_offset=-1000.0), seed=7
+    ).tomogram
+    np.testing.assert_allclose(b, 250.0 * a - 1000.0, rtol=1e-5, atol=1e-3)
+
+
+def test_cli_switches_reach_the_simulator_and_distractors_csv(tmp_path, run_cli):
+    import mrcfile
+    import pandas as pd
+
+    out = tmp_path / "sim"
+    res = run_cli(
+        "simulate",
+        "tomogram",
+        out,
+        "--seed",
+        "3",
+        "--shape",
+        "48,48,24",
+        "--particles",
+        "3",
+        "--tilt-step",
+        "10",
+        "--distractors",
+        "3",
+        "--fiducials",
+        "1",
+        "--noise-slope",
+        "-1",
+        "--astigmatism-um",
+        "0.5",
+        "--defocus-gradient",
+        "--outside-material",
+        "--alignment-shift",
+        "0.5",
+        "--intensity-scale",
+        "40",
+        "--intensity-offset",
+        "300",
+    )
+    assert res.code == 0, res.err
+    dis = pd.read_csv(out / "distractors.csv")
+    assert (dis["kind"] == "gold").sum() == 1 and (dis["kind"] == "protein").sum() >= 1
+    with mrcfile.open(out / "tomogram.mrc") as m:
+        assert float(np.median(m.data)) == pytest.approx(300, abs=40)
+    with mrcfile.open(out / "occupancy.mrc") as m:
+        assert int(m.data.min()) == -len(dis)
+    import yaml
+
+    rec = yaml.safe_load((out / "config.yaml").read_text())
+    cfg = rec.get("config", rec)
+    assert cfg["defocus_gradient"] is True and cfg["noise_slope"] == -1.0

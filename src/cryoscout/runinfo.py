@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -73,7 +74,9 @@ def write_run_config(
 
 
 def _plain(value: Any) -> Any:
-    """Convert paths, tuples and numpy scalars into YAML-friendly values."""
+    """Convert paths, tuples, dataclasses and numpy scalars into YAML-friendly values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

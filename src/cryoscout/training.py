@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 #: The checkpoint ``--resume`` continues from, relative to the run folder.
@@ -116,3 +118,63 @@ def fit(trainer, module, *loaders, ckpt_path: str | os.PathLike | None = None) -
             signal.signal(signal.SIGINT, previous)
     if trainer.interrupted:
         raise Interrupted(signal.SIGINT)
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1 min 15 s``; ``4000`` -> ``1 h 06 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_line(epoch: int, epochs: int, figures: list[str], elapsed: float, done: int) -> str:
+    """``epoch 3/20  loss 0.41  val F1 0.52  1 min 02 s elapsed  ETA 5 min 51 s``.
+
+    Parameters
+    ----------
+    epoch, epochs
+        The epoch just finished (1-based) and the last one.
+    figures
+        What to report about it, already formatted.
+    elapsed, done
+        Seconds since this run started and the epochs it has finished (fewer than
+        ``epoch`` after a resume); the ETA assumes the remaining epochs take as long.
+    """
+    parts = [f"epoch {epoch}/{epochs}", *figures, f"{duration(elapsed)} elapsed"]
+    if epoch < epochs and done > 0:
+        parts.append(f"ETA {duration(elapsed / done * (epochs - epoch))}")
+    return "  ".join(parts)
+
+
+def epoch_reporter(report: Callable[[str], None], metrics: dict[str, str]):
+    """A Lightning callback that calls ``report(line)`` after every training epoch.
+
+    Parameters
+    ----------
+    report
+        Receives one :func:`progress_line` per epoch (e.g. prints it to stderr).
+    metrics
+        Logged metric name -> label, e.g. ``{"val/mad_mean": "val |error|"}``; those
+        present at the end of the epoch are reported.
+    """
+    import pytorch_lightning as pl
+
+    class _EpochReporter(pl.Callback):
+        def on_train_start(self, trainer, module) -> None:
+            self.t0, self.first = time.perf_counter(), trainer.current_epoch
+
+        def on_train_epoch_end(self, trainer, module) -> None:
+            if not trainer.is_global_zero:
+                return
+            logged = trainer.callback_metrics
+            figures = [
+                f"{label} {float(logged[k]):.4f}" for k, label in metrics.items() if k in logged
+            ]
+            epoch = trainer.current_epoch + 1
+            elapsed = time.perf_counter() - self.t0
+            report(progress_line(epoch, trainer.max_epochs, figures, elapsed, epoch - self.first))
+
+    return _EpochReporter()

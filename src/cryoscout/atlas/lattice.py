@@ -205,8 +205,12 @@ def estimate_lattice(image: np.ndarray, pixel_size_A: float | None = None) -> La
     centred = np.where(valid, bmap - mean, 0.0)
 
     h, w = small.shape
-    acf = _normalised_acf(centred, valid)
-    a_vec, score = _lattice_vector(acf, min(h, w), factor, pixel_size_A)
+    try:
+        acf = _normalised_acf(centred, valid)
+        a_vec, score = _lattice_vector(acf, min(h, w), factor, pixel_size_A)
+    except InputError as exc:
+        seen = describe_image(bmap, valid, factor, pixel_size_A)
+        raise InputError(exc.path, f"{exc.problem}: {seen}" if seen else exc.problem) from None
     a_vec = _refine_vector(acf, a_vec)
     pitch_small = float(np.hypot(*a_vec))
     angle = float(np.rad2deg(np.arctan2(a_vec[1], a_vec[0]))) % 90.0
@@ -242,6 +246,57 @@ def estimate_lattice(image: np.ndarray, pixel_size_A: float | None = None) -> La
         film_level=film_lv,
         score=score,
     )
+
+
+def describe_image(
+    bmap: np.ndarray, valid: np.ndarray, factor: int, pixel_size_A: float | None
+) -> str:
+    """What an image without a grid lattice shows, in words for the error message.
+
+    Parameters
+    ----------
+    bmap, valid
+        The reduced image's bar map (bars 0, film 1) and where it holds data.
+    factor
+        Reduction factor of the map (pixels of the image per map pixel).
+    pixel_size_A
+        Pixel size of the image in Å, when known.
+
+    Returns
+    -------
+    str
+        E.g. "one opening fills 61% of the image: it looks like a single grid square
+        at higher magnification, not an atlas"; empty when nothing useful can be said.
+    """
+    from scipy import ndimage
+    from skimage.measure import label, regionprops
+
+    film = (bmap > 0.5) & valid
+    labels = label(film, connectivity=1)
+    areas = np.bincount(labels.ravel())[1:]
+    n_valid = max(int(valid.sum()), 1)
+    said = []
+    if len(areas):
+        # One compact, convex bright opening with bars around it is a grid square seen
+        # up close; noise or a natural image gives ragged regions (perimeter >> 4 sqrt(A)).
+        biggest = ndimage.binary_fill_holes(labels == np.argmax(areas) + 1)  # contamination
+        region = regionprops(biggest.astype(np.uint8))[0]
+        others = np.sort(areas)[-2] if len(areas) > 1 else 0
+        if (
+            0.2 < region.area / n_valid < 0.9
+            and others < 0.2 * region.area
+            and region.solidity > 0.9
+            and region.perimeter < 6 * np.sqrt(region.area)
+        ):
+            said.append(
+                f"one opening fills {region.area / n_valid:.0%} of the image: it looks like a "
+                "single grid square at higher magnification, not an atlas"
+            )
+    if pixel_size_A:
+        h_um, w_um = (n * factor * pixel_size_A / 1e4 for n in valid.shape)
+        if max(h_um, w_um) < 300:  # a few squares at most
+            said.append(f"it spans only {w_um:.0f} x {h_um:.0f} µm (an atlas spans 1-3 mm)")
+    return "; ".join(said)
 
 
 def _normalised_acf(centred: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import typer
 
 def info(
     input: Path = typer.Argument(
-        ..., help="EPU Atlas.dm (or its folder), SerialEM .mdoc/.mrc, or a .mrc/.tif/.png."
+        ..., help="EPU Atlas.dm (or its folder), SerialEM .mdoc/.mrc, or a .mrc/.tif/.png/.jpg."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
     pixel_size: float | None = typer.Option(

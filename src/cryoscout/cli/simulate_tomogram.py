@@ -41,8 +41,51 @@ def tomogram(
     tilt_step: float = typer.Option(3.0, "--tilt-step", help="Tilt increment in degrees."),
     membranes: int = typer.Option(0, "--membranes", help="Vesicle-like membranes to add."),
     fiducials: int = typer.Option(0, "--fiducials", help="Gold beads to add."),
+    # What differs between microscopes and samples (docs/simulator.md); all off by default.
+    distractors: int = typer.Option(
+        0, "--distractors", help="Non-annotated proteins to add (listed in distractors.csv)."
+    ),
+    distractor_classes: str | None = typer.Option(
+        None,
+        "--distractor-classes",
+        help="Their template names in --templates (default: simple shapes).",
+    ),
+    noise_slope: float = typer.Option(
+        0.0, "--noise-slope", help="Noise power ~ k^slope: 0 white, <0 falling, >0 rising."
+    ),
+    astigmatism_um: float = typer.Option(
+        0.0, "--astigmatism-um", help="Astigmatism: largest minus smallest defocus in µm."
+    ),
+    astigmatism_angle: float = typer.Option(
+        0.0, "--astigmatism-angle", help="Direction of the largest defocus in degrees from x."
+    ),
+    defocus_gradient: bool = typer.Option(
+        False,
+        "--defocus-gradient/--no-defocus-gradient",
+        help="Defocus follows each voxel's height (across the tilt axis and with depth).",
+    ),
+    outside_material: bool = typer.Option(
+        False,
+        "--outside-material/--no-outside-material",
+        help="Specimen continues beyond the field of view (enters the images at high tilt).",
+    ),
+    alignment_shift: float = typer.Option(
+        0.0, "--alignment-shift", help="Residual per-tilt shift errors, std in pixels."
+    ),
+    alignment_rotation: float = typer.Option(
+        0.0, "--alignment-rotation", help="Residual per-tilt rotation errors, std in degrees."
+    ),
+    intensity_scale: float = typer.Option(
+        1.0, "--intensity-scale", help="Tomogram units: scale of the zero-mean, unit-std map."
+    ),
+    intensity_offset: float = typer.Option(
+        0.0, "--intensity-offset", help="Tomogram units: offset added after scaling."
+    ),
 ) -> None:
     """Simulate a tomogram with ground truth: tomogram.mrc, particles.csv, occupancy.mrc.
+
+    distractors.csv lists what is in the volume but not annotated (gold, vesicles,
+    --distractors proteins), so false picks on it can be counted.
 
     Particles (SHREC 2021 template maps or simple shapes) are placed without overlap at
     random positions and orientations in an ice slab, imaged as a tilt series with CTF and
@@ -55,6 +98,11 @@ def tomogram(
 
         $ cryoscout simulate tomogram sim2 --seed 2 --templates ../shared/data/templates_10A \\
             --classes 4v94,4cr2,3d2f --membranes 2 --fiducials 5
+
+        $ cryoscout simulate tomogram sim3 --seed 3 --templates ../shared/data/templates_10A \\
+            --classes 4v94,4cr2 --distractors 30 --distractor-classes 5mrc,3d2f \\
+            --noise-slope -1 --astigmatism-um 1 --defocus-gradient --outside-material \\
+            --alignment-shift 0.5 --intensity-scale 37 --intensity-offset 512
     """
     from cryoscout.errors import InputError
     from cryoscout.progress import track
@@ -66,7 +114,7 @@ def tomogram(
         write_simulated_tomogram,
     )
 
-    if particles < 0 or membranes < 0 or fiducials < 0:
+    if particles < 0 or membranes < 0 or fiducials < 0 or distractors < 0:
         raise InputError("--particles", "counts must not be negative")
     if tilt_step <= 0 or not 0 < tilt_range <= 90:
         raise InputError("--tilt-range", "need 0 < tilt range <= 90 and a positive step")
@@ -84,6 +132,20 @@ def tomogram(
             raise InputError(
                 "--classes", f"unknown shape {unknown[0]!r} (without --templates: {SHAPES})"
             )
+    if alignment_shift < 0 or alignment_rotation < 0 or astigmatism_um < 0:
+        raise InputError("--alignment-shift", "error sizes and astigmatism must not be negative")
+    if intensity_scale <= 0:
+        raise InputError("--intensity-scale", "must be positive (protein stays dark)")
+    distractor_list = (
+        [c.strip() for c in distractor_classes.split(",") if c.strip()]
+        if distractor_classes
+        else None
+    )
+    distractor_maps = {}
+    if distractor_list and templates is not None:
+        distractor_maps = load_templates(templates, distractor_list)
+    elif distractor_list:
+        raise InputError("--distractor-classes", "needs --templates (the folder of their maps)")
     config = TomogramConfig(
         shape=_parse_shape(shape),
         voxel_size_A=voxel_size,
@@ -97,6 +159,17 @@ def tomogram(
         defocus_um=defocus_um,
         n_membranes=membranes,
         n_fiducials=fiducials,
+        n_distractors=distractors,
+        distractor_templates=distractor_maps,
+        noise_slope=noise_slope,
+        astigmatism_um=astigmatism_um,
+        astigmatism_angle_deg=astigmatism_angle,
+        defocus_gradient=defocus_gradient,
+        outside_material=outside_material,
+        alignment_shift_px=alignment_shift,
+        alignment_rotation_deg=alignment_rotation,
+        intensity_scale=intensity_scale,
+        intensity_offset=intensity_offset,
     )
     if class_list and not maps:
         config.shapes = tuple(class_list)
@@ -108,7 +181,9 @@ def tomogram(
         templates_dir=str(templates) if templates else None,
         particles_placed=len(sim.particles),
         class_names=sim.class_names,
-        contrast="protein dark (lower values), zero mean, unit std",
+        contrast="protein dark (lower values); zero mean, unit std before intensity_scale "
+        "and intensity_offset",
+        distractors_placed=sim.distractors["kind"].value_counts().to_dict(),
         ctf_correction="phase flip" if ctf else "none",
     )
     write_run_config(out, record)

@@ -52,7 +52,8 @@ def train(
     Labels come from each folder's labels.csv (square_id + any of brightness,
     squareness, cracking, contamination, overall; missing scores are not
     supervised). The run folder gets model.pt, config.yaml, metrics.csv and
-    checkpoints/last.ckpt (after every epoch, for --resume). The same command
+    checkpoints/last.ckpt (after every epoch, for --resume); one line per epoch
+    (losses, held-out error, elapsed time, ETA) goes to stderr. The same command
     runs on a CPU, a GPU, or several GPUs and nodes (Lightning DDP; under SLURM
     launch it with srun).
 
@@ -67,13 +68,17 @@ def train(
         $ cryoscout train ext1 -o runs/ss --epochs 40 --resume
     """
     from cryoscout.errors import InputError
+
+    for folder in data:  # before torch loads (seconds), so a typo fails at once
+        if not folder.is_dir():
+            raise InputError(folder, "no such extraction folder")
     from cryoscout.interrupt import Interrupted
     from cryoscout.progress import progress_enabled
     from cryoscout.runinfo import resume_command
     from cryoscout.screening.data import NORMALISATIONS
     from cryoscout.screening.model import VARIANTS
-    from cryoscout.screening.module import train_run
-    from cryoscout.training import resume_checkpoint
+    from cryoscout.screening.module import EPOCH_METRICS, train_run
+    from cryoscout.training import epoch_reporter, resume_checkpoint
 
     if variant not in VARIANTS:
         raise InputError("--variant", f"must be one of {', '.join(VARIANTS)}, not {variant!r}")
@@ -109,6 +114,7 @@ def train(
             resume=checkpoint,
             augment=aug,
             progress=progress_enabled(),
+            callbacks=[epoch_reporter(lambda line: typer.echo(line, err=True), EPOCH_METRICS)],
         )
     except Interrupted as exc:
         exc.resume = resume_command()

@@ -22,12 +22,16 @@ from cryoscout.io.atlas_source import AtlasSource, TileRecord
 from cryoscout.io.epu import ATLAS_FILE, read_epu_atlas
 from cryoscout.io.images import (
     MRC_SUFFIXES,
-    PNG_SUFFIXES,
+    PILLOW_SUFFIXES,
     TIFF_SUFFIXES,
     read_image_pixels,
     read_single_image,
 )
 from cryoscout.io.serialem import mdoc_for, read_serialem_montage
+from cryoscout.io.validate import pixel_size
+
+#: A tile with more non-finite pixels than this is corrupt rather than saturated.
+MAX_NONFINITE_FRACTION = 0.01
 
 
 def _from_folder(folder: Path) -> Path:
@@ -41,14 +45,14 @@ def _from_folder(folder: Path) -> Path:
     if len(mdocs) > 1:
         names = ", ".join(p.name for p in mdocs[:4])
         raise InputError(folder, f"holds {len(mdocs)} .mdoc files ({names}); name one")
-    for suffixes in (MRC_SUFFIXES, TIFF_SUFFIXES, PNG_SUFFIXES):
+    for suffixes in (MRC_SUFFIXES, TIFF_SUFFIXES, PILLOW_SUFFIXES):
         images = [p for p in files if p.suffix.lower() in suffixes]
         if len(images) == 1:
             return images[0]
         if len(images) > 1:
             names = ", ".join(p.name for p in images[:4])
             raise InputError(folder, f"holds {len(images)} images ({names}); name one")
-    raise InputError(folder, "no atlas here: no Atlas.dm, .mdoc, .mrc, .tif or .png")
+    raise InputError(folder, "no atlas here: no Atlas.dm, .mdoc, .mrc, .tif, .png or .jpg")
 
 
 def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
@@ -71,10 +75,10 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
         return "serialem", path
     if suffix in MRC_SUFFIXES:
         return ("serialem" if mdoc_for(path).is_file() else "image"), path
-    if suffix in TIFF_SUFFIXES + PNG_SUFFIXES:
+    if suffix in TIFF_SUFFIXES + PILLOW_SUFFIXES:
         return "image", path
     raise InputError(
-        path, "unknown atlas format: expected Atlas.dm, .mdoc, .mrc, .tif/.tiff or .png"
+        path, "unknown atlas format: expected Atlas.dm, .mdoc, .mrc, .tif/.tiff, .png or .jpg"
     )
 
 
@@ -85,7 +89,7 @@ def open_atlas(path: str | os.PathLike, pixel_size_A: float | None = None) -> At
     ----------
     path
         EPU ``Atlas.dm`` (or its folder), SerialEM ``.mdoc`` or stack, a single
-        ``.mrc``/``.tif``/``.png``, or a folder holding exactly one of these.
+        ``.mrc``/``.tif``/``.png``/``.jpg``, or a folder holding exactly one of these.
     pixel_size_A
         Pixel size in Å of the montage; overrides whatever the metadata says.
 
@@ -105,8 +109,8 @@ def open_atlas(path: str | os.PathLike, pixel_size_A: float | None = None) -> At
     >>> src.format, len(src.tiles), len(src.known_squares)  # doctest: +SKIP
     ('epu', 8, 47)
     """
-    if pixel_size_A is not None and not pixel_size_A > 0:
-        raise InputError("--pixel-size", f"must be a positive number of Å, got {pixel_size_A}")
+    if pixel_size_A is not None:
+        pixel_size_A = pixel_size("--pixel-size", "the pixel size", pixel_size_A)
     fmt, file = detect_format(path)
     if fmt == "epu":
         source = read_epu_atlas(file)
@@ -139,21 +143,39 @@ def load_tile(source: AtlasSource, tile: TileRecord) -> np.ndarray:
     Raises
     ------
     InputError
-        The metadata names no file, or the file is missing, unreadable, or has no such section.
+        The metadata names no file, or the file is missing, unreadable, has no such
+        section, or more than 1 % of its pixels are NaN or infinite. (Fewer bad pixels,
+        e.g. saturated ones, are returned as NaN: the montage's "no data".)
     """
     if tile.path is None:
         raise InputError(source.path, f"tile {tile.index} names no image file")
+    if tile.path.is_dir():
+        raise InputError(
+            tile.path, f"tile {tile.index} named by {source.path.name} is a folder, not an image"
+        )
     if not tile.path.is_file():
         raise InputError(tile.path, f"tile {tile.index} named by {source.path.name} is missing")
     if tile.section is None:
         image, _ = read_image_pixels(tile.path)
-        return image
-    return _load_section(tile.path, tile.section)
+    else:
+        image = _load_section(tile.path, tile.section)
+    bad = ~np.isfinite(image)
+    if bad.any():
+        where = "" if tile.section is None else f"section {tile.section}: "
+        if bad.mean() > MAX_NONFINITE_FRACTION:
+            raise InputError(
+                tile.path, f"{where}{100 * bad.mean():.3g}% of the pixels are NaN or infinite"
+            )
+        image[bad] = np.nan
+    return image
 
 
 def _load_section(path: Path, section: int) -> np.ndarray:
     import mrcfile
 
+    from cryoscout.io.mrc import read_mrc_header
+
+    read_mrc_header(path)  # sizes, mode and length checked before mapping
     try:
         with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
             data = mrc.data

@@ -1,7 +1,9 @@
-"""Single stitched atlas images: .mrc, .tif/.tiff and .png.
+"""Single stitched atlas images: .mrc, .tif/.tiff, .png and .jpg/.jpeg.
 
-Such files often carry no usable pixel size (MRC headers of 0 or 1 Å, PNG none);
-the pixel size is then ``None`` unless the caller gives one.
+Such files often carry no usable pixel size (MRC headers of 0 or 1 Å, PNG and JPEG
+none); the pixel size is then ``None`` unless the caller gives one, or, for the PNG
+and JPEG images EPU writes (grid squares, atlases), unless EPU's ``MicroscopeImage``
+XML of the same name lies beside the image.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ import numpy as np
 
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, TileRecord
+from cryoscout.io.validate import image_side, pixel_size
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st")
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
-IMAGE_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + PNG_SUFFIXES
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+PILLOW_SUFFIXES = PNG_SUFFIXES + JPEG_SUFFIXES  # read with Pillow
+IMAGE_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + PILLOW_SUFFIXES
 
 
 def mrc_header(path: Path):
-    """The header of an MRC file (a copy), read without warnings for vendor quirks."""
-    import mrcfile
+    """The header of an MRC file (a copy), checked; see :func:`cryoscout.io.mrc.read_mrc_header`."""
+    from cryoscout.io.mrc import read_mrc_header
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd machine stamps etc. from microscope software
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            return mrc.header.copy()
+    return read_mrc_header(path)
 
 
 def _to_2d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -66,7 +68,7 @@ def read_image_pixels(path: str | os.PathLike) -> tuple[np.ndarray, float | None
     ----------
     path
         ``.mrc`` (via :func:`cryoscout.io.mrc.read_mrc`), ``.tif``/``.tiff`` (tifffile)
-        or ``.png`` (Pillow; RGB is converted to gray).
+        or ``.png``/``.jpg``/``.jpeg`` (Pillow; RGB is converted to gray).
 
     Returns
     -------
@@ -101,7 +103,7 @@ def read_image_pixels(path: str | os.PathLike) -> tuple[np.ndarray, float | None
         if pixel is not None and abs(pixel - 1.0) < 1e-6:
             pixel = None
         return _to_2d(data, path), pixel
-    if suffix in PNG_SUFFIXES:
+    if suffix in PILLOW_SUFFIXES:
         from PIL import Image
 
         try:
@@ -113,7 +115,8 @@ def read_image_pixels(path: str | os.PathLike) -> tuple[np.ndarray, float | None
                         img = img.convert("RGB")
                     data = np.asarray(img)
         except Exception as exc:
-            raise InputError(path, f"not a readable PNG file ({exc})") from None
+            kind = "PNG" if suffix in PNG_SUFFIXES else "JPEG"
+            raise InputError(path, f"not a readable {kind} file ({exc})") from None
         return _to_2d(data, path), None
     raise InputError(path, f"unsupported image type {suffix or '(no extension)'}")
 
@@ -127,18 +130,18 @@ def _image_shape(path: Path) -> tuple[int, int]:
             if int(h.nz) > 1:
                 raise InputError(path, f"{int(h.nz)} sections, not one image")
             return int(h.ny), int(h.nx)
-        if suffix in PNG_SUFFIXES:
+        if suffix in PILLOW_SUFFIXES:
             from PIL import Image
 
             Image.MAX_IMAGE_PIXELS = None
             with Image.open(path) as img:
-                return img.height, img.width
+                return image_side(path, "height", img.height), image_side(path, "width", img.width)
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
                 shape = tif.pages[0].shape
-                return int(shape[0]), int(shape[1])
+                return image_side(path, "height", shape[0]), image_side(path, "width", shape[1])
     except InputError:
         raise
     except Exception as exc:
@@ -155,10 +158,11 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
     Parameters
     ----------
     path
-        ``.mrc``, ``.tif``/``.tiff`` or ``.png``.
+        ``.mrc``, ``.tif``/``.tiff``, ``.png`` or ``.jpg``/``.jpeg``.
     pixel_size_A
-        Pixel size in Å; overrides the header. The header's 0 or 1 Å (and PNG's
-        absent one) mean unknown: ``None``.
+        Pixel size in Å; overrides the header. The header's 0 or 1 Å (and PNG's or
+        JPEG's absent one) mean unknown: ``None``, unless an EPU ``MicroscopeImage``
+        XML of the same name lies beside a PNG or JPEG.
 
     Returns
     -------
@@ -176,8 +180,8 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(path, f"unsupported image type {path.suffix or '(no extension)'}")
     height, width = _image_shape(path)
-    if pixel_size_A is not None and pixel_size_A <= 0:
-        raise InputError("--pixel-size", f"must be positive, got {pixel_size_A}")
+    if pixel_size_A is not None:
+        pixel_size("--pixel-size", "the pixel size", pixel_size_A)
     header_pixel = _header_pixel_size(path)
     pixel = pixel_size_A if pixel_size_A is not None else header_pixel
     tile = TileRecord(index=0, path=path, x_px=0.0, y_px=0.0, width=width, height=height)
@@ -187,13 +191,25 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
 def _header_pixel_size(path: Path) -> float | None:
     suffix = path.suffix.lower()
     if suffix in MRC_SUFFIXES:
-        h = mrc_header(path)
-        voxel = float(h.cella.x) / max(int(h.mx), 1)
-        return None if voxel <= 0 or abs(voxel - 1.0) < 1e-6 else voxel
+        from cryoscout.io.mrc import header_pixel_size
+
+        return header_pixel_size(path, mrc_header(path))
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
             pixel = _tiff_pixel_size(tif)
         return None if pixel is None or abs(pixel - 1.0) < 1e-6 else pixel
+    xml = path.with_suffix(".xml")
+    if suffix in PILLOW_SUFFIXES and xml.is_file():  # EPU's GridSquare_*.jpg + .xml
+        from cryoscout.io.epu import read_microscope_image_xml
+
+        try:
+            meta = read_microscope_image_xml(xml)
+        except InputError:
+            return None  # some other XML: the image itself is still usable
+        # The pixel size is the camera readout's; the preview image is smaller.
+        readout = meta["readout_width_px"]
+        width = _image_shape(path)[1]
+        return meta["pixel_size_A"] * (readout / width if readout and width else 1.0)
     return None

@@ -6,40 +6,84 @@ others are centred on an annotated particle, moved by a random jitter of up to
 a quarter of the patch side so that particles are not always in the middle.
 Every patch is then augmented: mirroring of each axis, a 90° rotation in the
 xy plane, a small rotation about a random axis with isotropic scaling
-(``scipy.ndimage.affine_transform``; linear for the image, nearest for labels)
-and intensity jitter (gain, offset, Gaussian noise).
+(``scipy.ndimage.affine_transform``; linear for the image, nearest for labels),
+appearance randomisation (contrast curve, blur, missing-wedge-like smearing, coloured
+noise: :class:`Appearance`) so that a picker trained on one kind of tomogram works on
+another, and intensity jitter (gain, offset, Gaussian noise).
+
+Tomograms are normalised by their median and MAD (:func:`tomogram_stats`), at training
+and at inference alike, so their intensity units and offset never matter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from cryoscout.picking.labels import tball_labels
+from cryoscout.simulate.tomo_imaging import coloured_noise
 
-NORMALIZATION = {"method": "standardize", "clip": 5.0}
+# How tomograms are normalised before the network; recorded with the weights.
+# Version 2 ("robust"): median and MAD, so that a tomogram's intensity units, offset and
+# a few very bright or dark features (gold, carbon) do not matter. Version 1
+# ("standardize": mean and standard deviation) is what models saved before it used.
+NORMALIZATION = {"method": "robust", "version": 2, "clip": 5.0}
+NORMALIZATION_METHODS = ("robust", "standardize")
+_MAD_TO_STD = 1.4826  # MAD of a Gaussian times this is its standard deviation
 
 
-def tomogram_stats(volume: np.ndarray, max_samples: int = 2_000_000) -> tuple[float, float]:
-    """Mean and standard deviation of a tomogram from a strided subsample.
+def tomogram_stats(
+    volume: np.ndarray, method: str = "robust", max_samples: int = 2_000_000
+) -> tuple[float, float]:
+    """Centre and scale of a tomogram, from a strided subsample.
 
-    A stride keeps memory-mapped tomograms from being read whole.
+    A stride keeps memory-mapped tomograms from being read whole. For any ``a > 0``
+    and ``b``, the stats of ``a * volume + b`` are ``a * centre + b`` and ``a * scale``,
+    so :func:`normalize` makes the network's input independent of intensity units.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` tomogram (may be memory-mapped).
+    method
+        ``"robust"``: median and 1.4826 x median absolute deviation (the standard
+        deviation for Gaussian data, unmoved by gold beads); ``"standardize"``: mean and
+        standard deviation (models saved before normalisation version 2).
+    max_samples
+        Subsample size bound.
 
     Returns
     -------
-    mean, std : float
+    centre, scale : float
+        ``scale`` is 1 for a constant volume.
     """
+    if method not in NORMALIZATION_METHODS:
+        raise ValueError(f"normalisation must be one of {NORMALIZATION_METHODS}, got {method!r}")
     step = max(1, int(np.ceil((volume.size / max_samples) ** (1 / 3))))
-    sample = np.asarray(volume[::step, ::step, ::step], dtype=np.float64)
-    std = float(sample.std())
-    return float(sample.mean()), std if std > 0 else 1.0
+    sample = np.asarray(volume[::step, ::step, ::step], dtype=np.float64).ravel()
+    if method == "standardize":
+        centre, scale = float(sample.mean()), float(sample.std())
+    else:
+        centre = float(np.median(sample))
+        scale = _MAD_TO_STD * float(np.median(np.abs(sample - centre)))
+        if not scale > 0:  # more than half the voxels equal: fall back on the std
+            scale = float(sample.std())
+    return centre, scale if scale > 0 else 1.0
+
+
+def normalization_method(normalization: dict | None) -> str:
+    """The method of a recorded normalisation (models without a version standardise)."""
+    if not normalization:
+        return "standardize"
+    return str(normalization.get("method", "standardize"))
 
 
 def normalize(block: np.ndarray, mean: float, std: float, clip: float | None = 5.0) -> np.ndarray:
-    """Standardise ``block`` with the tomogram's statistics and clip outliers (gold, ice).
+    """Shift and scale ``block`` by the tomogram's statistics and clip outliers (gold, ice).
 
+    ``mean`` and ``std`` are the centre and scale from :func:`tomogram_stats`.
     Returns a new float32 array; the input is not modified.
     """
     out = (np.asarray(block, dtype=np.float32) - np.float32(mean)) / np.float32(std)
@@ -72,6 +116,7 @@ def prepare_tomogram(
     particles: pd.DataFrame,
     radius: float | dict[int, float],
     clip: float | None = 5.0,
+    method: str = NORMALIZATION["method"],
 ) -> TrainingTomogram:
     """Normalise a tomogram and paint its TBall-M labels.
 
@@ -84,9 +129,11 @@ def prepare_tomogram(
     radius
         Label radius in voxels, one number or ``{class: r}``.
     clip
-        Clip the standardised values at ``±clip``.
+        Clip the normalised values at ``±clip``.
+    method
+        Normalisation (see :func:`tomogram_stats`).
     """
-    mean, std = tomogram_stats(volume)
+    mean, std = tomogram_stats(volume, method)
     vol = normalize(volume, mean, std, clip)
     labels = tball_labels(vol.shape, particles, radius)
     centres = particles[["z", "y", "x"]].to_numpy(dtype=float).reshape(-1, 3)
@@ -117,6 +164,73 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
 
 
 @dataclass
+class Appearance:
+    """Appearance randomisation: make patches look as if from another microscope.
+
+    Tomograms differ in resolution (defocus, CTF correction, alignment), in how the
+    missing wedge smears them along z, in noise level and noise colour, and in contrast.
+    With probability ``probability`` a patch gets, in this order: a sign-preserving
+    contrast curve ``sign(x)|x|^gamma``; a Gaussian low-pass whose z width is up to
+    ``1 + wedge`` times its xy width (missing-wedge-like smearing); additive noise whose
+    power goes as ``k^slope`` (falling, white or rising with frequency ``k``). Each step
+    keeps the patch's standard deviation, as the per-tomogram normalisation would for
+    a whole tomogram that looked like this. None of them moves anything, so labels stay
+    aligned with the image.
+
+    Attributes
+    ----------
+    probability
+        Chance that a patch is randomised (the rest keep their own appearance).
+    gamma
+        Range of the contrast exponent.
+    blur_sigma
+        Range of the in-plane Gaussian sigma in voxels.
+    wedge
+        Up to this much more blur along z (relative to xy).
+    noise_level
+        Range of the added noise's standard deviation relative to the patch's.
+    noise_slope
+        Range of the noise power-spectrum exponent (``-2``: falling, ``2``: rising).
+    """
+
+    probability: float = 0.8
+    gamma: tuple[float, float] = (0.75, 1.33)
+    blur_sigma: tuple[float, float] = (0.0, 1.5)
+    wedge: float = 1.0
+    noise_level: tuple[float, float] = (0.0, 1.0)
+    noise_slope: tuple[float, float] = (-2.0, 2.0)
+
+
+def randomize_appearance(
+    image: np.ndarray, aug: Appearance, rng: np.random.Generator
+) -> np.ndarray:
+    """Apply :class:`Appearance` randomisation to a normalised ``(z, y, x)`` patch.
+
+    Returns a new float32 array with the patch's mean and standard deviation.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    x = np.asarray(image, dtype=np.float32)
+    mean, std = float(x.mean()), float(x.std()) + 1e-6
+
+    def restore(y: np.ndarray) -> np.ndarray:
+        return (y - y.mean()) * (std / (float(y.std()) + 1e-6)) + mean
+
+    gamma = float(np.exp(rng.uniform(*np.log(aug.gamma))))
+    c = x - mean
+    x = restore(np.sign(c) * np.abs(c / std) ** gamma)
+    sigma = rng.uniform(*aug.blur_sigma)
+    if sigma > 0.05:
+        sz = sigma * (1 + rng.uniform(0, aug.wedge))
+        x = restore(gaussian_filter(x, (sz, sigma, sigma), mode="nearest"))
+    level = rng.uniform(*aug.noise_level)
+    if level > 0:
+        noise = coloured_noise(x.shape, float(rng.uniform(*aug.noise_slope)), rng)
+        x = restore(x + level * std * noise)
+    return x.astype(np.float32)
+
+
+@dataclass
 class Augmentation:
     """Augmentation settings (all on by default).
 
@@ -132,6 +246,8 @@ class Augmentation:
         Isotropic scaling range ``(lo, hi)``.
     gain, offset, noise
         Intensity jitter: ``x * U(1-gain, 1+gain) + U(-offset, offset) + N(0, noise)``.
+    appearance
+        Appearance randomisation (contrast, blur, coloured noise), or ``None`` for none.
     """
 
     mirror: bool = True
@@ -141,6 +257,7 @@ class Augmentation:
     gain: float = 0.2
     offset: float = 0.2
     noise: float = 0.1
+    appearance: Appearance | None = field(default_factory=Appearance)
 
 
 def augment(
@@ -194,6 +311,8 @@ def augment(
         for ax in range(3):
             if rng.random() < 0.5:
                 image, labels = np.flip(image, ax), np.flip(labels, ax)
+    if aug.appearance is not None and rng.random() < aug.appearance.probability:
+        image = randomize_appearance(image, aug.appearance, rng)
     image = image * rng.uniform(1 - aug.gain, 1 + aug.gain) + rng.uniform(-aug.offset, aug.offset)
     if aug.noise > 0:
         image = image + rng.normal(0, aug.noise, image.shape)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cryoscout.picking.data import normalize, tomogram_stats
+from cryoscout.picking.data import normalization_method, normalize, tomogram_stats
 from cryoscout.progress import track
 
 
@@ -122,10 +122,11 @@ def predict_tomogram(
     tile, margin
         Tile side and discarded margin in voxels.
     normalization
-        ``{"method": "standardize", "clip": c}`` as recorded with the weights;
+        As recorded with the weights (``picking.data.NORMALIZATION``: median/MAD since
+        version 2; ``{"method": "standardize"}``, mean/std, for older models);
         ``None`` means the input is already normalised.
     stats
-        ``(mean, std)`` of the tomogram; computed from a subsample when ``None``.
+        ``(centre, scale)`` of the tomogram; computed from a subsample when ``None``.
     device
         Torch device.
     with_probabilities
@@ -159,7 +160,7 @@ def predict_tomogram(
     if normalization is not None:
         clip = normalization.get("clip")
         if stats is None:
-            stats = tomogram_stats(volume)
+            stats = tomogram_stats(volume, normalization_method(normalization))
     tiles = list(iter_tiles(shape, tile, margin, align=model.stride))[:max_tiles]
     with torch.inference_mode():
         for src, core, inner in track(tiles, "segmenting", unit="tile") if progress else tiles:

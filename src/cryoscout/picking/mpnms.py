@@ -137,6 +137,7 @@ def mp_nms(
     prob_threshold: float | None = None,
     classes: list[int] | None = None,
     device=None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Particle centres from a segmentation by MP-NMS.
 
@@ -165,6 +166,8 @@ def mp_nms(
         Classes to pick; default every non-background class present.
     device
         torch device; default the input tensor's device (CPU for numpy input).
+    progress
+        Draw a progress bar over the classes (on a terminal; see :mod:`cryoscout.progress`).
 
     Returns
     -------
@@ -190,8 +193,10 @@ def mp_nms(
     def per_class(value, c, default):
         return value.get(c, default) if isinstance(value, dict) else value
 
+    from cryoscout.progress import track
+
     frames = []
-    for c in wanted:
+    for c in track(wanted, "MP-NMS", unit="class") if progress else wanted:
         r = float(per_class(radius, c, None) or 0)
         if r <= 0:
             raise ValueError(f"no positive radius for class {c}")

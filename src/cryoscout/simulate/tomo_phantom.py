@@ -221,6 +221,9 @@ def rotate_template(density: np.ndarray, rot: float, tilt: float, psi: float) ->
     return np.clip(out, 0, None).astype(np.float32)
 
 
+DISTRACTOR_COLUMNS = ["kind", "name", "x", "y", "z", "radius", "rot", "tilt", "psi"]
+
+
 @dataclass
 class Phantom:
     """Clean density and ground truth.
@@ -230,13 +233,18 @@ class Phantom:
     density
         ``(z, y, x)`` float32 mass density (protein ~1, ice :data:`ICE_DENSITY`, gold > 1).
     occupancy
-        ``(z, y, x)`` int32: particle id (1-based row of ``particles``) or 0.
+        ``(z, y, x)`` int32: particle id (1-based row of ``particles``), minus the 1-based
+        row of ``distractors`` on a distractor, or 0.
     particles
         ``class, name, x, y, z, rot, tilt, psi`` (voxels; ZYZ degrees).
     class_names
         Name of class ``i`` at index ``i - 1``.
     n_requested
         Particles asked for; ``len(particles)`` can be lower when the slab is full.
+    distractors
+        What is in the volume but not in the annotation: ``kind`` (``membrane``, ``gold``
+        or ``protein``), ``name``, centre ``x, y, z`` and ``radius`` in voxels (a
+        vesicle's shell radius), and ``rot, tilt, psi`` for proteins.
     """
 
     density: np.ndarray
@@ -244,7 +252,9 @@ class Phantom:
     particles: pd.DataFrame
     class_names: list[str]
     n_requested: int = 0
-    distractors: dict[str, int] = field(default_factory=dict)
+    distractors: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=DISTRACTOR_COLUMNS)
+    )
 
 
 def _slab_bounds(nz: int, thickness_vox: float) -> tuple[int, int]:
@@ -267,6 +277,72 @@ def _paste(target: np.ndarray, block: np.ndarray, corner: np.ndarray, op: str = 
         np.maximum(target[t_sl], block[b_sl], out=target[t_sl])
 
 
+def _label(occupancy: np.ndarray, mask: np.ndarray, corner: np.ndarray, label: int) -> None:
+    """Write ``label`` into ``occupancy`` where ``mask`` (placed at ``corner``) is set."""
+    lo = np.maximum(corner, 0)
+    hi = np.minimum(corner + mask.shape, occupancy.shape)
+    if np.any(hi <= lo):
+        return
+    t_sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    b_sl = tuple(slice(a - c, b - c) for a, b, c in zip(lo, hi, corner, strict=True))
+    occupancy[t_sl][mask[b_sl]] = label
+
+
+def _place(
+    tpl: Template,
+    rng: np.random.Generator,
+    density: np.ndarray,
+    occupancy: np.ndarray,
+    blocked: np.ndarray,
+    slab: tuple[int, int],
+    label: int,
+    max_tries: int,
+) -> dict | None:
+    """Place one copy of ``tpl`` at a random free position and orientation.
+
+    Returns its ``x, y, z, rot, tilt, psi`` or ``None`` when no free spot was found.
+    """
+    rot, psi = rng.uniform(-180, 180, size=2)
+    tilt = np.degrees(np.arccos(rng.uniform(-1, 1)))  # uniform on the sphere
+    dens = rotate_template(tpl.density, rot, tilt, psi)
+    mask = dens > tpl.threshold
+    half = dens.shape[0] // 2
+    shp = np.array(density.shape)
+    z0, z1 = slab
+    # Centres stay inside the volume in x, y and inside the slab in z (as far as the
+    # particle's own extent allows: a thin slab still holds the centre).
+    zlo, zhi = z0 + min(half, (z1 - z0) // 2), z1 - min(half, (z1 - z0) // 2)
+    for _ in range(max_tries):
+        c = np.array(
+            [
+                rng.integers(zlo, max(zlo + 1, zhi)),
+                rng.integers(half, max(half + 1, shp[1] - half)),
+                rng.integers(half, max(half + 1, shp[2] - half)),
+            ]
+        )
+        corner = c - half
+        lo = np.maximum(corner, 0)
+        hi = np.minimum(corner + dens.shape, shp)
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        msl = tuple(slice(a - k, b - k) for a, b, k in zip(lo, hi, corner, strict=True))
+        m = mask[msl]
+        if (occupancy[sl][m] != 0).any() or blocked[sl][m].any():
+            continue
+        occupancy[sl][m] = label
+        # Protein displaces ice: particle density replaces the ice level.
+        region = density[sl]
+        np.maximum(region, dens[msl], out=region)
+        return {
+            "x": float(c[2]),
+            "y": float(c[1]),
+            "z": float(c[0]),
+            "rot": float(rot),
+            "tilt": float(tilt),
+            "psi": float(psi),
+        }
+    return None
+
+
 def build_phantom(
     shape: tuple[int, int, int],
     templates: list[Template],
@@ -278,6 +354,8 @@ def build_phantom(
     voxel_size_A: float = 10.0,
     max_tries: int = 60,
     progress=None,
+    distractors: list[Template] | None = None,
+    n_distractors: int = 0,
 ) -> Phantom:
     """Place particles at random positions and orientations, without overlap, in a slab.
 
@@ -301,6 +379,10 @@ def build_phantom(
         Random positions tried per particle before giving up on it.
     progress
         Optional wrapper ``progress(iterable, desc, total)`` (e.g. ``cryoscout.progress.track``).
+    distractors
+        Templates of proteins that are present but not annotated (other complexes).
+    n_distractors
+        How many of them to place (classes drawn uniformly), after the particles.
 
     Returns
     -------
@@ -312,10 +394,10 @@ def build_phantom(
     blocked = np.zeros(shape, bool)  # membranes and gold: particles must not overlap them
     z0, z1 = _slab_bounds(shape[0], slab_thickness_vox)
     density[z0:z1] = ICE_DENSITY
-    shp = np.array(shape)
+    others: list[dict] = []
 
-    n_mem = _add_membranes(density, blocked, n_membranes, rng, (z0, z1), voxel_size_A)
-    n_gold = _add_fiducials(density, blocked, n_fiducials, rng, (z0, z1), voxel_size_A)
+    _add_membranes(density, blocked, occupancy, others, n_membranes, rng, (z0, z1), voxel_size_A)
+    _add_fiducials(density, blocked, occupancy, others, n_fiducials, rng, (z0, z1), voxel_size_A)
 
     rows = []
     classes = rng.integers(1, len(templates) + 1, size=n_particles)
@@ -324,48 +406,17 @@ def build_phantom(
         it = progress(it, desc="placing particles", total=n_particles)
     for i in it:
         tpl = templates[classes[i] - 1]
-        rot, psi = rng.uniform(-180, 180, size=2)
-        tilt = np.degrees(np.arccos(rng.uniform(-1, 1)))  # uniform on the sphere
-        dens = rotate_template(tpl.density, rot, tilt, psi)
-        mask = dens > tpl.threshold
-        half = dens.shape[0] // 2
-        # Centres stay inside the volume in x, y and inside the slab in z (as far as the
-        # particle's own extent allows: a thin slab still holds the centre).
-        zlo, zhi = z0 + min(half, (z1 - z0) // 2), z1 - min(half, (z1 - z0) // 2)
-        for _ in range(max_tries):
-            c = np.array(
-                [
-                    rng.integers(zlo, max(zlo + 1, zhi)),
-                    rng.integers(half, max(half + 1, shp[1] - half)),
-                    rng.integers(half, max(half + 1, shp[2] - half)),
-                ]
-            )
-            corner = c - half
-            lo = np.maximum(corner, 0)
-            hi = np.minimum(corner + dens.shape, shp)
-            sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-            msl = tuple(slice(a - k, b - k) for a, b, k in zip(lo, hi, corner, strict=True))
-            m = mask[msl]
-            if (occupancy[sl][m] != 0).any() or blocked[sl][m].any():
-                continue
-            pid = len(rows) + 1
-            occupancy[sl][m] = pid
-            # Protein displaces ice: particle density replaces the ice level.
-            region = density[sl]
-            np.maximum(region, dens[msl], out=region)
-            rows.append(
-                {
-                    "class": int(classes[i]),
-                    "name": tpl.name,
-                    "x": float(c[2]),
-                    "y": float(c[1]),
-                    "z": float(c[0]),
-                    "rot": float(rot),
-                    "tilt": float(tilt),
-                    "psi": float(psi),
-                }
-            )
-            break
+        placed = _place(tpl, rng, density, occupancy, blocked, (z0, z1), len(rows) + 1, max_tries)
+        if placed is not None:
+            rows.append({"class": int(classes[i]), "name": tpl.name, **placed})
+    if distractors and n_distractors > 0:
+        kinds = rng.integers(len(distractors), size=n_distractors)
+        for k in kinds:
+            tpl = distractors[k]
+            label = -(len(others) + 1)
+            placed = _place(tpl, rng, density, occupancy, blocked, (z0, z1), label, max_tries)
+            if placed is not None:
+                others.append({"kind": "protein", "name": tpl.name, "radius": tpl.radius, **placed})
     particles = pd.DataFrame(rows, columns=["class", "name", "x", "y", "z", "rot", "tilt", "psi"])
     particles["class"] = particles["class"].astype(int)
     return Phantom(
@@ -374,7 +425,7 @@ def build_phantom(
         particles=particles,
         class_names=[t.name for t in templates],
         n_requested=n_particles,
-        distractors={"membranes": n_mem, "fiducials": n_gold},
+        distractors=pd.DataFrame(others, columns=DISTRACTOR_COLUMNS),
     )
 
 
@@ -385,7 +436,7 @@ def _ball_grid(radius: float) -> tuple[np.ndarray, int]:
     return np.sqrt(x**2 + y**2 + z**2), half
 
 
-def _add_membranes(density, blocked, n, rng, slab, voxel_size_A) -> int:
+def _add_membranes(density, blocked, occupancy, others, n, rng, slab, voxel_size_A) -> None:
     """Vesicles: thin spherical shells (~4 nm bilayer) of radius 20-50 nm inside the slab."""
     thick = 40.0 / voxel_size_A
     for _ in range(n):
@@ -408,10 +459,11 @@ def _add_membranes(density, blocked, n, rng, slab, voxel_size_A) -> int:
         blk = np.zeros_like(blocked)
         _paste(blk, near, c - half, op="max")
         blocked |= blk
-    return n
+        others.append(_record("membrane", "vesicle", c, r))
+        _label(occupancy, shell > 0.5 * MEMBRANE_DENSITY, c - half, -len(others))
 
 
-def _add_fiducials(density, blocked, n, rng, slab, voxel_size_A) -> int:
+def _add_fiducials(density, blocked, occupancy, others, n, rng, slab, voxel_size_A) -> None:
     """Gold beads: dense solid spheres of 5 nm radius."""
     r = max(1.5, 50.0 / voxel_size_A)
     dist, half = _ball_grid(r)
@@ -426,4 +478,21 @@ def _add_fiducials(density, blocked, n, rng, slab, voxel_size_A) -> int:
         )
         _paste(density, bead, c - half, op="max")
         _paste(blocked, dist <= r + 1, c - half, op="max")
-    return n
+        others.append(_record("gold", "gold", c, r))
+        _label(occupancy, dist <= r, c - half, -len(others))
+
+
+def _record(kind: str, name: str, c: np.ndarray, radius: float) -> dict:
+    nan = float("nan")
+    z, y, x = (float(v) for v in c)
+    return {
+        "kind": kind,
+        "name": name,
+        "x": x,
+        "y": y,
+        "z": z,
+        "radius": float(radius),
+        "rot": nan,
+        "tilt": nan,
+        "psi": nan,
+    }

@@ -1,0 +1,404 @@
+"""Picking under domain shift: train on one simulator setting, pick on a very different one.
+
+Domain ``A`` ("home microscope"): SHREC templates 4v94 and 4cr2 at 20 Å, image SNR 0.1,
+white noise, 3 µm defocus, no astigmatism, nothing but the annotated particles.
+Domains ``B`` and ``C`` ("other microscopes"): half the SNR with noise rising with
+frequency (B), or noise falling with frequency (C); other defocus (5 and 2 µm) with
+astigmatism (1 and 0.5 µm) and a defocus gradient; residual alignment errors; other
+intensity units (x37 + 512, x0.01 - 3); and in both, 30 non-annotated proteins (5mrc,
+3d2f, 1u6g, 1qvr, 3cf3), 4 gold beads, 2 vesicles and material entering the field of
+view at high tilt.
+
+Stages (each writes into ``--out``, so runs can go in parallel and resume)::
+
+    python benchmarks/picking_domain_shift.py simulate --out D      # all tomograms
+    python benchmarks/picking_domain_shift.py train --out D --domain A --variant plain
+    python benchmarks/picking_domain_shift.py train --out D --domain A --variant random
+    python benchmarks/picking_domain_shift.py train --out D --domain B --variant random
+    python benchmarks/picking_domain_shift.py evaluate --out D      # every model x domain
+
+``plain``: the geometric augmentation and intensity jitter only; ``random``: plus
+appearance randomisation (``picking.data.Appearance``). Both use the robust (median/MAD)
+normalisation. The MP-NMS threshold is chosen on a validation tomogram of the model's
+*training* domain, as a user would, never on a test tomogram.
+
+Writes ``D/summary.json`` and ``benchmarks/results/picking_domain_shift.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO.parent / "shared" / "data" / "templates_10A"
+CLASSES = ["4v94", "4cr2"]
+DISTRACTOR_CLASSES = ["5mrc", "3d2f", "1u6g", "1qvr", "3cf3"]
+VOXEL_A = 20.0
+
+_SAMPLE = {  # what both other microscopes' samples hold besides the annotated particles
+    "n_distractors": 30,
+    "n_fiducials": 4,
+    "n_membranes": 2,
+    "outside_material": True,
+    "defocus_gradient": True,
+}
+DOMAINS = {
+    "A": {"snr": 0.1},
+    "B": {
+        "snr": 0.05,
+        "noise_slope": 1.0,
+        "defocus_um": 5.0,
+        "astigmatism_um": 1.0,
+        "astigmatism_angle_deg": 30.0,
+        "alignment_shift_px": 0.5,
+        "alignment_rotation_deg": 0.3,
+        "intensity_scale": 37.0,
+        "intensity_offset": 512.0,
+        **_SAMPLE,
+    },
+    "C": {
+        "snr": 0.1,
+        "noise_slope": -1.0,
+        "defocus_um": 2.0,
+        "astigmatism_um": 0.5,
+        "astigmatism_angle_deg": -45.0,
+        "alignment_shift_px": 1.0,
+        "alignment_rotation_deg": 0.5,
+        "intensity_scale": 0.01,
+        "intensity_offset": -3.0,
+        **_SAMPLE,
+    },
+}
+# Seeds of each domain's tomograms: training, validation (threshold), test.
+SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
+SEED_BASE = {"A": 1000, "B": 2000, "C": 3000}
+
+
+def _config(domain: str, shape, particles: int):
+    from cryoscout.simulate.tomogram import TomogramConfig, load_templates
+
+    opts = dict(DOMAINS[domain])
+    if opts.get("n_distractors"):
+        opts["distractor_templates"] = load_templates(TEMPLATES, DISTRACTOR_CLASSES)
+    return TomogramConfig(
+        shape=shape,
+        voxel_size_A=VOXEL_A,
+        n_particles=particles,
+        templates=load_templates(TEMPLATES, CLASSES),
+        **opts,
+    )
+
+
+def _sim_path(out: Path, domain: str, seed: int) -> Path:
+    return out / "sims" / f"{domain}-{seed}.npz"
+
+
+def simulate(out: Path, domain: str, seeds: list[int], shape, particles: int) -> None:
+    """Simulate (once) and cache the tomograms of a domain."""
+    from cryoscout.io.atomic import atomic_path
+    from cryoscout.simulate.tomogram import simulate_tomogram
+
+    cfg = _config(domain, shape, particles)
+    for seed in seeds:
+        path = _sim_path(out, domain, seed)
+        if path.is_file():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        sim = simulate_tomogram(cfg, seed=seed)
+        distractors = getattr(sim, "distractors", None)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    tomogram=sim.tomogram,
+                    particles=sim.particles.to_csv(index=False),
+                    distractors=(distractors if distractors is not None else pd.DataFrame()).to_csv(
+                        index=False
+                    ),
+                    radii=json.dumps({str(k): float(v) for k, v in sim.radii.items()}),
+                )
+        print(f"simulated {path.name} in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def load_sim(out: Path, domain: str, seed: int) -> dict:
+    with np.load(_sim_path(out, domain, seed)) as z:
+        dis = str(z["distractors"])
+        return {
+            "tomogram": z["tomogram"],
+            "particles": pd.read_csv(io.StringIO(str(z["particles"]))),
+            "distractors": pd.read_csv(io.StringIO(dis)) if dis.strip() else pd.DataFrame(),
+            "radii": {int(k): v for k, v in json.loads(str(z["radii"])).items()},
+        }
+
+
+def _seeds(domain: str, split: str) -> list[int]:
+    return [SEED_BASE[domain] + s for s in SPLITS[split]]
+
+
+def train(args) -> None:
+    import torch
+
+    from cryoscout.picking.data import NORMALIZATION, Augmentation, prepare_tomogram
+    from cryoscout.picking.module import TrainConfig, train_model
+    from cryoscout.picking.weights import PickingModelInfo, save_model
+
+    torch.set_num_threads(args.threads)
+    name = f"{args.domain}-{args.variant}"
+    run = args.out / "models" / name
+    if (run / "model.pt").is_file():
+        print(f"{name}: already trained", flush=True)
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    sims = [load_sim(args.out, args.domain, s) for s in _seeds(args.domain, "train")]
+    radii = sims[0]["radii"]
+    label_r = {c: float(max(1, round(args.label_frac * r))) for c, r in radii.items()}
+    tomos = [prepare_tomogram(s["tomogram"], s["particles"], label_r) for s in sims]
+    aug = Augmentation() if args.variant == "random" else Augmentation(appearance=None)
+    cfg = TrainConfig(
+        channels=tuple(int(c) for c in args.channels.split(",")),
+        coord_mode="tomogram",
+        patch_size=args.patch,
+        epochs=args.epochs,
+        batch_size=4,
+        samples_per_epoch=args.samples,
+        lr=args.lr,
+        seed=args.seed,
+        accelerator="cpu",
+        augmentation=aug,
+    )
+    t0 = time.perf_counter()
+
+    def progress(history: pd.DataFrame) -> None:
+        row = history.iloc[-1]
+        print(
+            f"{name}: epoch {int(row['epoch'])}/{args.epochs} loss {row['train_loss']:.4f} "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+
+    model, history = train_model(tomos, len(CLASSES), cfg, on_epoch=progress)
+    seconds = time.perf_counter() - t0
+    history.to_csv(run / "metrics.csv", index=False)
+    info = PickingModelInfo(
+        CLASSES,
+        label_r,
+        args.patch,
+        dict(NORMALIZATION),
+        VOXEL_A,
+        extra={
+            "domain": args.domain,
+            "variant": args.variant,
+            "patches": args.epochs * args.samples,
+            "train_seconds": round(seconds, 0),
+            "particle_radius": {str(c): r for c, r in radii.items()},
+        },
+    )
+    save_model(run / "model.pt", model, info)
+    print(f"{name}: trained {args.epochs * args.samples} patches in {seconds:.0f} s", flush=True)
+
+
+def _distractor_fps(fp_picks: pd.DataFrame, distractors: pd.DataFrame, radii) -> dict[str, int]:
+    """False picks that lie on a distractor, by kind (protein, gold, membrane)."""
+    out = {"protein": 0, "gold": 0, "membrane": 0, "elsewhere": 0}
+    if len(fp_picks) == 0:
+        return out
+    p = fp_picks[["x", "y", "z"]].to_numpy(float)
+    r_pick = np.array([radii[int(c)] for c in fp_picks["class"]])
+    on = np.full(len(p), "", dtype=object)
+    for _, d in distractors.iterrows() if len(distractors) else []:
+        dist = np.linalg.norm(p - np.array([d.x, d.y, d.z], float), axis=1)
+        # Within a particle radius of the distractor's surface (membranes: of the shell).
+        near = (
+            np.abs(dist - d.radius) <= r_pick
+            if d.kind == "membrane"
+            else dist <= d.radius + 0.5 * r_pick
+        )
+        on[(on == "") & near] = d.kind
+    for kind in ("protein", "gold", "membrane"):
+        out[kind] = int((on == kind).sum())
+    out["elsewhere"] = int((on == "").sum())
+    return out
+
+
+def evaluate(args) -> None:
+    import torch
+
+    from cryoscout.io.atomic import write_text
+    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.infer import predict_tomogram
+    from cryoscout.picking.mpnms import mp_nms
+    from cryoscout.picking.weights import load_model
+
+    torch.set_num_threads(args.threads)
+    thresholds = [float(v) for v in args.thresholds.split(",")]
+    classes = list(range(1, len(CLASSES) + 1))
+    results = {}
+    for run in sorted((args.out / "models").glob("*/model.pt")):
+        name = run.parent.name
+        cache = run.parent / "eval.json"
+        if cache.is_file() and cache.stat().st_mtime > run.stat().st_mtime and not args.force:
+            results[name] = json.loads(cache.read_text())
+            continue
+        model, info = load_model(run)
+        home = info.extra["domain"]
+        radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
+
+        def segment(sim, model=model, info=info):
+            return predict_tomogram(
+                model,
+                sim["tomogram"],
+                tile=args.tile,
+                margin=args.margin,
+                normalization=info.normalization,
+                progress=False,
+            ).labels
+
+        val = load_sim(args.out, home, _seeds(home, "val")[0])
+        val_labels = segment(val)
+
+        def f1(picks, sim, radii=radii):
+            return float(evaluate_picks(picks, sim["particles"], radii).overall["f1"])
+
+        val_f1 = {
+            t: f1(mp_nms(val_labels, radii, threshold=t, classes=classes), val) for t in thresholds
+        }
+        thr = max(thresholds, key=lambda t: (val_f1[t], -t))
+        res = {"threshold": thr, "val_f1": {str(k): round(v, 3) for k, v in val_f1.items()}}
+        res.update({k: info.extra[k] for k in ("patches", "train_seconds")})
+        for domain in DOMAINS:
+            counts = {c: {"tp": 0, "fp": 0, "fn": 0} for c in classes}
+            fps = {"protein": 0, "gold": 0, "membrane": 0, "elsewhere": 0}
+            n_dis = {"protein": 0, "gold": 0, "membrane": 0}
+            for seed in _seeds(domain, "test"):
+                path = _sim_path(args.out, domain, seed)
+                if not path.is_file():
+                    continue
+                sim = load_sim(args.out, domain, seed)
+                picks = mp_nms(segment(sim), radii, threshold=thr, classes=classes)
+                ev = evaluate_picks(picks, sim["particles"], radii)
+                for c, row in ev.per_class.iterrows():
+                    for k in ("tp", "fp", "fn"):
+                        counts[int(c)][k] += int(row[k])
+                matched = set(ev.matches["pick"].astype(int))
+                fp_picks = picks.iloc[[i for i in range(len(picks)) if i not in matched]]
+                for k, v in _distractor_fps(fp_picks, sim["distractors"], radii).items():
+                    fps[k] += v
+                if len(sim["distractors"]):
+                    for k in n_dis:
+                        n_dis[k] += int((sim["distractors"]["kind"] == k).sum())
+            per = {}
+            for c in classes:
+                tp, fp, fn = (counts[c][k] for k in ("tp", "fp", "fn"))
+                p = tp / (tp + fp) if tp + fp else 0.0
+                r = tp / (tp + fn) if tp + fn else 0.0
+                per[CLASSES[c - 1]] = {
+                    "precision": round(p, 3),
+                    "recall": round(r, 3),
+                    "f1": round(2 * p * r / (p + r) if p + r else 0.0, 3),
+                    "tp": tp,
+                    "fp": fp,
+                    "fn": fn,
+                }
+            res[domain] = {"per_class": per, "false_picks": fps, "distractors": n_dis}
+        results[name] = res
+        write_text(cache, json.dumps(res, indent=1))
+        print(name, json.dumps(res), flush=True)
+    summary = {
+        "machine": f"{platform.node()}: {os.cpu_count()} CPU cores shared with other jobs, no GPU",
+        "domains": {k: {kk: vv for kk, vv in v.items()} for k, v in DOMAINS.items()},
+        "classes": CLASSES,
+        "distractor_classes": DISTRACTOR_CLASSES,
+        "splits": SPLITS,
+        "results": results,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    write_text(args.out / "summary.json", json.dumps(summary, indent=1))
+    if not args.no_results:
+        write_text(REPO / "benchmarks" / "results" / "picking_domain_shift.md", _markdown(summary))
+
+
+def _markdown(s: dict) -> str:
+    res = s["results"]
+    lines = [
+        "## Picking under domain shift (train on one simulator setting, test on another)",
+        "",
+        f"Machine: {s['machine']}.",
+        "",
+        f"Classes {s['classes']} at {VOXEL_A:g} Å; "
+        + "; ".join(f"domain {k}: {v}" for k, v in s["domains"].items())
+        + f"; non-annotated proteins {s['distractor_classes']}. "
+        f"Tomogram seeds per domain {s['splits']} (3 to train, 1 to choose the MP-NMS "
+        "threshold in the training domain, 2 to test).",
+        "",
+        "| model (trained on - augmentation) | patches | test | "
+        + " | ".join(f"{c} P / R / F1" for c in s["classes"])
+        + " | false picks on proteins / gold / membranes / elsewhere |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in s["classes"]) + " | --- |",
+    ]
+    for name, r in res.items():
+        for domain in s["domains"]:
+            if domain not in r:
+                continue
+            d = r[domain]
+            cells = [
+                f"{d['per_class'][c]['precision']} / {d['per_class'][c]['recall']} / "
+                f"**{d['per_class'][c]['f1']}**"
+                for c in s["classes"]
+            ]
+            fp = d["false_picks"]
+            lines.append(
+                f"| {name} | {r['patches']} | {domain} | "
+                + " | ".join(cells)
+                + f" | {fp['protein']} / {fp['gold']} / {fp['membrane']} / {fp['elsewhere']} |"
+            )
+    lines += ["", f"Command: `python benchmarks/{s['command']}` (after the train stages).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("stage", choices=["simulate", "train", "evaluate"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--domain", choices=list(DOMAINS), default="A")
+    p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
+    p.add_argument("--variant", choices=["plain", "random"], default="random")
+    p.add_argument("--shape", default="64,160,160", help="z,y,x of the simulated tomograms")
+    p.add_argument("--particles", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--samples", type=int, default=64, help="patches per epoch")
+    p.add_argument("--patch", type=int, default=32)
+    p.add_argument("--channels", default="8,16,24,32")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--label-frac", type=float, default=0.6)
+    p.add_argument("--tile", type=int, default=160, help="inference tile (160: whole volume)")
+    p.add_argument("--margin", type=int, default=16)
+    p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.4,0.5")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-results", action="store_true")
+    p.add_argument("--force", action="store_true", help="evaluate: ignore cached results")
+    args = p.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    if args.stage == "simulate":
+        for d in args.domains.split(","):
+            seeds = [s for split in SPLITS for s in _seeds(d, split)]
+            simulate(args.out, d, seeds, shape, args.particles)
+    elif args.stage == "train":
+        train(args)
+    else:
+        evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
