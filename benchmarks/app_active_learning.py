@@ -133,7 +133,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "results.csv", index=False)
     summary = table.groupby(["method", "labels"])["mae_overall"].agg(["mean", "std", "count"])
-    print(summary.round(3).to_markdown() if hasattr(summary, "to_markdown") else summary)
+    print(summary.round(3).to_string())
 
 
 if __name__ == "__main__":
