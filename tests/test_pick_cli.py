@@ -81,7 +81,7 @@ def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cl
     root, _ = data
     out = tmp_path / "picks"
     res = run_cli(
-        "pick", "predict", trained, root / "t1.mrc", "-o", out,
+        "pick", "predict", "-m", trained, root / "t1.mrc", "-o", out,
         "--format", "relion5,coords,csv", "--threshold", "0", "--save-probabilities",
     )  # fmt: skip
     assert res.code == 0, res.err
@@ -95,10 +95,10 @@ def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cl
         assert csv["x"].between(0, SHAPE[2]).all() and csv["z"].between(0, SHAPE[0]).all()
     # RELION 4 (tilt-series pixels) of a 10 Å tomogram needs the tilt-series pixel size,
     # which `pick predict` does not take yet: tests/test_coords.py checks the units.
-    with mrcfile.open(out / "segmentation.mrc") as seg:
+    with mrcfile.open(out / "t1_segmentation.mrc") as seg:
         assert seg.data.shape == SHAPE and seg.data.max() <= 1
         assert abs(float(seg.voxel_size.x) - 10.0) < 1e-3
-    assert (out / "scores.mrc").is_file() and (out / "t1_picks.coords").is_file()
+    assert (out / "t1_scores.mrc").is_file() and (out / "t1_picks.coords").is_file()
 
 
 def test_bad_inputs_give_one_line_errors(trained, data, tmp_path, run_cli):
@@ -107,7 +107,7 @@ def test_bad_inputs_give_one_line_errors(trained, data, tmp_path, run_cli):
     root, truth = data
     not_mrc = tmp_path / "notes.mrc"
     not_mrc.write_text("hello")
-    res = run_cli("pick", "predict", trained, not_mrc, "-o", tmp_path / "o1")
+    res = run_cli("pick", "predict", "-m", trained, not_mrc, "-o", tmp_path / "o1")
     assert res.code == 1 and res.err.count("\n") == 1 and "notes.mrc" in res.err
     assert not (tmp_path / "o1").exists()
 
@@ -131,10 +131,12 @@ def test_bad_inputs_give_one_line_errors(trained, data, tmp_path, run_cli):
     record["architecture"] = "xcryonet"
     (tmp_path / "other").mkdir()
     torch.save(record, tmp_path / "other" / "model.pt")
-    res = run_cli("pick", "predict", tmp_path / "other", root / "t1.mrc", "-o", tmp_path / "o2")
+    res = run_cli(
+        "pick", "predict", "-m", tmp_path / "other", root / "t1.mrc", "-o", tmp_path / "o2"
+    )
     assert res.code == 1 and "another architecture" in res.err and res.err.count("\n") == 1
 
     res = run_cli(
-        "pick", "predict", trained, root / "t1.mrc", "-o", tmp_path / "o3", "--format", "pdf"
+        "pick", "predict", "-m", trained, root / "t1.mrc", "-o", tmp_path / "o3", "--format", "pdf"
     )
     assert res.code == 1 and "unknown format" in res.err

@@ -1,4 +1,4 @@
-"""``cryoscout pick predict``: pick particles in a tomogram with a trained network."""
+"""``cryoscout pick predict``: pick particles in one or many tomograms with a trained network."""
 
 from __future__ import annotations
 
@@ -6,35 +6,39 @@ from pathlib import Path
 
 import typer
 
-_SUFFIX = {
-    "csv": "_picks.csv",
-    "coords": "_picks.coords",
-    "relion4": "_picks_relion4.star",
-    "relion5": "_picks_relion5.star",
-}
+_FORMATS = ("csv", "coords", "relion4", "relion5")
 
 
-def _new_mmap(stack, path: Path, shape, mode: int, voxel_size: float | None):
-    """A memory-mapped MRC volume written under a temporary name (renamed on success)."""
-    import mrcfile
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
-    from cryoscout.io.atomic import atomic_path
 
-    tmp = stack.enter_context(atomic_path(path))
-    mrc = stack.enter_context(
-        mrcfile.new_mmap(tmp, shape=tuple(shape), mrc_mode=mode, overwrite=True)
+def _report(p) -> None:
+    """One line per tomogram (a module-level function: spawned processes can pickle it)."""
+    typer.echo(
+        f"[{p.done}/{p.total} tomograms] {p.name}: {p.n_picks} picks in {p.seconds:.0f} s; "
+        f"ETA {_minutes(p.eta_s)}",
+        err=True,
     )
-    if voxel_size is not None:
-        mrc.voxel_size = voxel_size
-    return mrc.data
 
 
 def predict(
-    run_dir: Path = typer.Argument(..., help="Run folder of `cryoscout pick train` (or model.pt)."),
-    tomogram: Path = typer.Argument(..., help="Tomogram .mrc to pick."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output folder."),
+    tomograms: list[str] = typer.Argument(
+        ...,
+        metavar="TOMOGRAM",
+        help="Tomogram .mrc files, folders of them, quoted glob patterns ('tomos/*.mrc'), "
+        "or a copick project's config.json (one tomogram per run).",
+    ),
+    model: Path = typer.Option(
+        ..., "-m", "--model", help="Run folder of `cryoscout pick train`, or its model.pt."
+    ),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
     formats: str = typer.Option(
-        "csv,relion5", "--format", help="Pick files to write: csv, coords, relion4, relion5."
+        "csv,relion5",
+        "--format",
+        help="Pick files per tomogram: csv, coords, relion4, relion5 (comma-separated).",
     ),
     threshold: float = typer.Option(
         0.1, "--threshold", help="MP-NMS: minimum pooled foreground fraction of a pick (0-1)."
@@ -45,125 +49,149 @@ def predict(
         help="Particle radius in voxels for MP-NMS: 8, or per class 1:9,2:7 "
         "(default: recorded at training, else 1.7x the label radius).",
     ),
-    tile: int = typer.Option(0, "--tile", help="Tile side in voxels (default: the patch size)."),
-    margin: int = typer.Option(
-        -1, "--margin", help="Tile margin discarded (default: a sixth of the tile)."
+    tile: int | None = typer.Option(
+        None, "--tile", help="Tile side in voxels (default: the training patch size)."
+    ),
+    margin: int | None = typer.Option(
+        None, "--margin", help="Tile margin discarded, voxels (default: a sixth of the tile)."
     ),
     save_maps: bool = typer.Option(
         False,
         "--save-probabilities",
-        help="Also write segmentation.mrc (class per voxel) and scores.mrc (its probability).",
+        help="Also write NAME_segmentation.mrc (class per voxel) and NAME_scores.mrc.",
     ),
     tomo_name: str | None = typer.Option(
-        None, "--tomo-name", help="rlnTomoName in STAR files (default: the file name)."
+        None,
+        "--tomo-name",
+        help="rlnTomoName, only with one tomogram (default: the file name without "
+        "reconstruction prefixes/suffixes such as rec_, _rec, _bin4, _denoised; the folder "
+        "name for tomogram.mrc). Must match RELION's tilt-series name.",
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto."),
+    ts_pixel: float | None = typer.Option(
+        None,
+        "--tilt-series-pixel-size",
+        help="Unbinned tilt-series pixel size in Å, for relion4 (coordinates in its pixels).",
+    ),
+    binning: float | None = typer.Option(
+        None, "--binning", help="Tomogram binning relative to the tilt series (for relion4)."
+    ),
+    copick_voxel_size: float | None = typer.Option(
+        None, "--copick-voxel-size", help="copick: the voxel spacing (Å) to pick, if several."
+    ),
+    copick_tomo_type: str | None = typer.Option(
+        None, "--copick-tomo-type", help="copick: the tomogram type (e.g. denoised), if several."
+    ),
+    copick_picks: str = typer.Option(
+        "cryoscout/0",
+        "--copick-picks",
+        help="copick: store the picks in the project as USER_ID/SESSION_ID ('' to not store).",
+    ),
+    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto."),
+    devices: str = typer.Option(
+        "auto", "--devices", help="Devices (GPUs) to spread tomograms over, or 'auto'."
+    ),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes (under SLURM: the job's)."),
+    strategy: str = typer.Option(
+        "auto", "--strategy", help="Lightning strategy, e.g. ddp (one process per GPU)."
+    ),
 ) -> None:
-    """Pick particles: segment the tomogram tile by tile, then find centres by MP-NMS.
+    """Pick particles: segment each tomogram tile by tile, then find centres by MP-NMS.
 
-    The tomogram is read memory-mapped and segmented in overlapping tiles whose
-    margins are discarded, so large tomograms work and tile edges leave no seams.
-    Picks are written as <name>_picks.csv (with scores), .coords, and RELION 4 / RELION 5
-    STAR files.
+    Each tomogram is read memory-mapped and segmented in overlapping tiles whose margins
+    are discarded. Its picks are written as NAME_picks.csv (class names, scores), .coords
+    and RELION 4 / RELION 5 STAR files, NAME being the tomogram's RELION name; with
+    relion5, picks_relion5.star gathers all tomograms (rlnTomoName per tomogram). With
+    several GPUs or nodes (--strategy ddp, or under SLURM) each process picks its share of
+    the tomograms. A tomogram is done when NAME.done.json is written: rerunning the same
+    command skips it, so an interrupted run resumes. A copick project's picks are also
+    stored in the project (--copick-picks), so `pick evaluate --copick` scores them.
 
     Examples:
 
     \b
-        $ cryoscout pick predict run1 sim3/tomogram.mrc -o picks3
+        $ cryoscout pick predict -m runs/picker tomo3/tomogram.mrc -o picks
 
     \b
-        $ cryoscout pick predict run1 TS_01.mrc -o picks --format relion5,coords \\
-            --threshold 0.2 --tile 96 --margin 12 --save-probabilities
+        $ cryoscout pick predict -m runs/picker 'tomograms/rec_TS_*.mrc' -o picks \\
+            --format relion5,relion4 --tilt-series-pixel-size 1.35
+
+    \b
+        $ cryoscout pick predict -m runs/picker tomograms/ -o picks \\
+            --accelerator gpu --devices 4 --strategy ddp
+
+    \b
+        $ cryoscout pick predict -m runs/picker czii/config.json -o picks \\
+            --copick-voxel-size 10 --copick-tomo-type denoised
     """
     from cryoscout.errors import InputError
 
-    fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    bad = [f for f in fmts if f not in _SUFFIX]
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmts if f not in _FORMATS]
     if bad or not fmts:
         raise InputError(
-            "--format", f"unknown format {bad[0] if bad else formats!r}; use {', '.join(_SUFFIX)}"
+            "--format", f"unknown format {bad[0] if bad else formats!r}; use {', '.join(_FORMATS)}"
         )
     if not 0 <= threshold <= 1:
         raise InputError("--threshold", "must lie between 0 and 1")
+    try:
+        n_devices: int | str = int(devices)
+    except ValueError:
+        n_devices = devices
 
-    import contextlib
-
-    from cryoscout.io.coords import write_picks
-    from cryoscout.io.mrc import read_mrc
-    from cryoscout.picking.infer import TomogramPrediction, predict_tomogram
-    from cryoscout.picking.mpnms import mp_nms
+    from cryoscout.picking import batch
     from cryoscout.picking.weights import load_model
-    from cryoscout.runinfo import write_run_config
 
-    model, info = load_model(run_dir)
-    volume, voxel_size = read_mrc(tomogram, mmap=True)
-    if volume.ndim != 3:
-        raise InputError(tomogram, f"expected a 3D tomogram, got an array of shape {volume.shape}")
-    tile = tile or info.patch_size
-    margin = margin if margin >= 0 else max(tile // 6, 1)
-    if tile <= 2 * margin:
-        raise InputError("--tile", f"tile ({tile}) must be larger than twice the margin ({margin})")
-    classes = list(range(1, model.num_classes + 1))
-    # MP-NMS is sized by the particle radius (kernel, merge distance): recorded by
-    # `pick train --val-radius`, else about 1.7x the label radius (labels ~0.6 r).
-    recorded = {int(c): float(r) for c, r in info.extra.get("particle_radius", {}).items()}
-    radius = {c: recorded.get(c, 1.7 * info.radius.get(c, 1.0)) for c in classes}
+    net, info = load_model(model)
+    overrides = {"threshold": threshold, "formats": fmts, "save_maps": save_maps}
+    overrides |= {"tilt_series_pixel_size_A": ts_pixel, "binning": binning}
+    overrides["copick_picks"] = copick_picks or None
     if particle_radius:
         from cryoscout.cli.pick_train import parse_radius
 
         given = parse_radius(particle_radius, "--particle-radius")
-        radius = given if isinstance(given, dict) else dict.fromkeys(classes, given)
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-
-    with contextlib.ExitStack() as stack:
-        out = None
-        if save_maps:
-            # Maps are written tile by tile into memory-mapped MRC files, so a tomogram
-            # larger than memory still works; atomic_path renames them when complete.
-            out = TomogramPrediction(
-                labels=_new_mmap(stack, output / "segmentation.mrc", volume.shape, 0, voxel_size),
-                scores=_new_mmap(stack, output / "scores.mrc", volume.shape, 2, voxel_size),
-            )
-        pred = predict_tomogram(
-            model,
-            volume,
-            tile=tile,
-            margin=margin,
-            normalization=info.normalization,
-            device=device,
-            out=out,
+        classes = range(1, net.num_classes + 1)
+        overrides["particle_radius"] = (
+            given if isinstance(given, dict) else dict.fromkeys(classes, given)
         )
-        picks = mp_nms(pred.labels, radius, threshold=threshold, classes=classes)
-    if len(picks):
-        picks["name"] = [info.class_names[c - 1] for c in picks["class"]]
+    settings = batch.default_settings(net, info, **overrides)
+    if tile:
+        settings.tile = tile
+        settings.margin = max(tile // 6, 1)
+    if margin is not None:
+        settings.margin = margin
+    if settings.tile <= 2 * settings.margin:
+        raise InputError(
+            "--tile",
+            f"tile ({settings.tile}) must be larger than twice the margin ({settings.margin})",
+        )
 
-    name = tomo_name or tomogram.stem
-    written = []
-    for fmt in fmts:
-        path = output / f"{tomogram.stem}{_SUFFIX[fmt]}"
-        write_picks(path, picks, fmt, tomo_name=name, voxel_size_A=voxel_size, shape=volume.shape)
-        written.append(path)
-    if save_maps:
-        written += [output / "segmentation.mrc", output / "scores.mrc"]
-    write_run_config(
-        output,
-        {
-            "model": run_dir,
-            "tomogram": tomogram,
-            "tile": tile,
-            "margin": margin,
-            "threshold": threshold,
-            "device": device,
-            "n_picks": len(picks),
-            "picks_per_class": {
-                info.class_names[c - 1]: int((picks["class"] == c).sum()) if len(picks) else 0
-                for c in classes
-            },
-        },
+    try:
+        res = batch.predict_many(
+            model,
+            tomograms,
+            out,
+            settings,
+            tomo_name=tomo_name,
+            copick_voxel_size_A=copick_voxel_size,
+            copick_tomo_type=copick_tomo_type,
+            accelerator=accelerator,
+            devices=n_devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            on_progress=_report,
+            run_config={"model": str(model), "inputs": list(tomograms)},
+        )
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (a SLURM time limit)
+        from cryoscout.runinfo import resume_command
+
+        # Finished tomograms are kept; the same command picks the rest (no --resume flag).
+        exc.resume = resume_command().removesuffix(" --resume")
+        raise
+    if res.rank != 0:  # one DDP process reports
+        return
+    typer.echo(
+        f"{res.n_picks} picks in {res.total} tomograms ({res.picked} picked now, "
+        f"{res.skipped} already done) in {out}"
     )
-    typer.echo(f"{len(picks)} picks in {tomogram}")
-    for path in written:
-        typer.echo(f"wrote {path}")
+    if res.combined:
+        typer.echo(f"wrote {res.combined}")
