@@ -68,16 +68,32 @@ class XCryoNetModule(pl.LightningModule):
         Passed to :class:`~cryoscout.screening.model.XCryoNet`.
     lr
         Adam learning rate of each of the three optimisers.
+    freeze_norm
+        Keep the batch-norm statistics as they are (fine-tuning): with a few
+        dozen labels, a handful of small batches would otherwise replace the
+        statistics learnt on thousands of squares and shift every prediction.
     """
 
     def __init__(
-        self, variant: str = "xcryonet", size: int = 128, width: int = 16, lr: float = 1e-3
+        self,
+        variant: str = "xcryonet",
+        size: int = 128,
+        width: int = 16,
+        lr: float = 1e-3,
+        freeze_norm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = XCryoNet(variant, size, width)
         self.lr = lr
+        self.freeze_norm = freeze_norm
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.freeze_norm:  # Lightning puts the module in train mode each epoch
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def configure_optimizers(self):
         groups = self.net.parameter_groups()
@@ -391,7 +407,9 @@ def train_run(
 
             val_set = SquareDataset(data.images[split.test], data.labels[split.test])
         pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
-        module = XCryoNetModule(variant, size=size, width=width, lr=lr)
+        module = XCryoNetModule(
+            variant, size=size, width=width, lr=lr, freeze_norm=start is not None
+        )
         before = {}
         if start is not None:
             module.net.load_state_dict(start.net.state_dict())
