@@ -416,3 +416,33 @@ def test_json_columns_never_hold_nan():
 
     text = db.dumps({"overall": float("nan"), "cracking": 0.5, "steps": [float("inf"), 1.0]})
     assert text == '{"overall": null, "cracking": 0.5, "steps": [null, 1.0]}'
+
+
+def test_restart_interrupts_running_jobs_and_training_resumes(tmp_path):
+    from cryoscout.app import db
+    from cryoscout.app.project import Project
+
+    p = Project(tmp_path)
+    run = p.create_job("train", {"epochs": 3, "run_dir": "models/train-1"})
+    queued = p.create_job("train", {"epochs": 3, "run_dir": "models/train-2"})
+    p.update_job(run["id"], state="running")
+    (tmp_path / "models" / "train-1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "models" / "train-1" / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    p.close()
+    # A new server on the folder: the job the old one was running is interrupted, resumable.
+    app = create_app(tmp_path, run_jobs=False)
+    app.state.project.interrupt_running_jobs()  # what the job runner does at start
+    with TestClient(app) as c:
+        job = c.get(f"/api/jobs/{run['id']}").json()
+        assert job["state"] == "interrupted" and job["resumable"]
+        assert c.post(f"/api/jobs/{queued['id']}/resume").status_code == 409
+        new = c.post(f"/api/jobs/{run['id']}/resume").json()
+        assert new["state"] == "queued" and new["kind"] == "train"
+        assert new["params"]["resume"] == "models/train-1/checkpoints/last.ckpt"
+        cancelled = c.post(f"/api/jobs/{queued['id']}/cancel").json()
+        assert cancelled["state"] == "cancelled" and cancelled["finished"]
+        # A final state is final: a late progress report from a worker does not revive it.
+        app.state.project.update_job(queued["id"], state="running", progress=0.5)
+        assert c.get(f"/api/jobs/{queued['id']}").json()["state"] == "cancelled"
+        assert c.post("/api/train", json={"epochs": 1}).status_code == 400  # no labels yet
+    assert db.FINAL_STATES == ("done", "failed", "cancelled", "interrupted")

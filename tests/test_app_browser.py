@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 CHROMIUM = os.environ.get("CRYOSCOUT_CHROMIUM", "/usr/bin/chromium")
@@ -35,6 +36,7 @@ from playwright.sync_api import expect  # noqa: E402
 
 from cryoscout.app.server import create_app  # noqa: E402
 
+ATTRS = ("brightness", "squareness", "cracking", "contamination", "overall")
 # Generous: the machine running the suite may be shared and slow.
 JOB_TIMEOUT_MS = 240_000
 expect.set_options(timeout=20_000)
@@ -301,21 +303,24 @@ def test_targets_download_nav_that_parses(page, server, tmp_path):
     from cryoscout.io.navigator import read_navigator
 
     page.goto(server["url"] + "/#/targets")
+    expect(page.locator("#targets-summary")).to_contain_text("targets")  # the stored list shown
     page.fill("#targets-k", "5")
     page.click("#targets-form button[type=submit]")
     rows = page.locator("#targets-table tbody tr")
     expect(rows).to_have_count(5)
-    # Remove one by hand: it leaves the list.
+    # Remove one by hand: it leaves the list, the next best full square fills the top 5.
     removed = int(rows.first.get_attribute("data-square"))
     rows.first.locator("button").click()
-    expect(rows).to_have_count(4)
+    expect(page.locator(f"#targets-table tbody tr[data-square='{removed}']")).to_have_count(0)
+    expect(page.locator("#targets-summary")).to_contain_text("1 removed by hand")
+    expect(rows).to_have_count(5)
     with page.expect_download() as dl:
         page.click("#dl-nav")
     nav = tmp_path / "targets.nav"
     dl.value.save_as(nav)
     items = read_navigator(nav)
     targets = api(page, "/api/atlases/1/targets")["targets"]
-    assert len(items) == len(targets) == 4
+    assert len(items) == len(targets) == 5
     assert removed not in {t["square_id"] for t in targets}
     for item, t in zip(items, targets, strict=True):
         x, y, _ = (float(v) for v in item["StageXYZ"].split())
@@ -325,7 +330,10 @@ def test_targets_download_nav_that_parses(page, server, tmp_path):
         page.click("#dl-labels")
     labels = tmp_path / "labels.csv"
     dl.value.save_as(labels)
-    text = labels.read_text().splitlines()
-    assert text[0].startswith("atlas,square_id")
-    assert len(text) == 1 + len(LABELED)
+    table = pd.read_csv(labels).set_index("square_id")
+    assert sorted(table.index) == sorted(LABELED)
+    for sid, given in LABELED.items():
+        row = table.loc[sid]
+        assert {a: int(row[a]) for a in given} == given
+        assert row[[a for a in row.index if a not in given and a in ATTRS]].isna().all()
     assert not page.errors

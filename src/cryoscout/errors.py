@@ -7,6 +7,8 @@ exits non-zero without a traceback unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from os import PathLike
 
 
@@ -27,5 +29,30 @@ class InputError(CryoscoutError):
 
     def __init__(self, path: str | PathLike | None, problem: str) -> None:
         self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        # One line, always: library messages quoted in a problem may hold newlines.
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+
+
+@contextlib.contextmanager
+def stage(name: str, path: str | PathLike | None = None) -> Iterator[None]:
+    """Name the stage of work (and its input) that an unexpected exception came from.
+
+    Errors a user can fix are :class:`InputError`; anything else is a bug or a
+    resource problem, and the command line still prints one line for it, naming the
+    input and the stage (``stitching``, ``scoring``...) recorded here. The innermost
+    stage wins. :class:`CryoscoutError` and interrupts pass through untouched.
+
+    Examples
+    --------
+    >>> with stage("stitching", "grid3/Atlas.dm"):  # doctest: +SKIP
+    ...     montage = stitch(source)
+    """
+    try:
+        yield
+    except CryoscoutError:
+        raise
+    except Exception as exc:
+        if getattr(exc, "cryoscout_stage", None) is None:
+            exc.cryoscout_stage = (name, None if path is None else str(path))
+        raise

@@ -82,7 +82,8 @@ class JobRunner:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            self._run(project, job)
+            if project.claim_job(job["id"]):
+                self._run(project, job)
         project.close()
 
     def _run(self, project: Project, job: dict) -> None:

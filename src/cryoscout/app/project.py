@@ -614,6 +614,7 @@ class Project:
             message=message,
             result=result,
             finished=db.now(),
+            eta_s=None,
             **({"progress": 1.0} if state == "done" else {}),
         )
 
@@ -622,6 +623,16 @@ class Project:
             "SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1"
         ).fetchone()
         return self.job(r[0]) if r else None
+
+    def claim_job(self, job_id: int) -> bool:
+        """Move a queued job to ``running``; False when another runner took it first."""
+        with db.transaction(self.conn) as c:
+            cur = c.execute(
+                "UPDATE jobs SET state = 'running', started = ?, message = 'starting' "
+                "WHERE id = ? AND state = 'queued'",
+                (db.now(), int(job_id)),
+            )
+        return cur.rowcount == 1
 
     def interrupt_running_jobs(self) -> list[int]:
         """Mark jobs left running by a previous server as interrupted (at server start)."""

@@ -15,14 +15,16 @@ import traceback
 
 def run_job(project_dir: str, job_id: int) -> int:
     """Run job ``job_id`` of the project; return the exit status (0 done, 1 failed)."""
-    from cryoscout.app import db
     from cryoscout.app.operations import OPERATIONS, Cancelled, Reporter, _message
     from cryoscout.app.project import Project
 
     project = Project(project_dir)
     job = project.job(job_id)
     report = Reporter(project, job_id)
-    project.update_job(job_id, state="running", started=db.now(), progress=0.0, message="starting")
+    if job["state"] == "queued":  # run by hand rather than by the server's runner
+        project.claim_job(job_id)
+    elif job["state"] != "running":  # cancelled (or finished) before this process started
+        return 1
     try:
         result = OPERATIONS[job["kind"]](project, job, report)
     except Cancelled:

@@ -10,6 +10,7 @@ import pandas as pd
 from cryoscout.atlas.lattice import Lattice, block_mean, estimate_lattice
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import Montage
+from cryoscout.io.validate import check_memory
 from cryoscout.progress import track
 
 TABLE_COLUMNS = (
@@ -188,6 +189,8 @@ def crop_squares(
     vv, uu = np.meshgrid(offs, offs, indexing="ij")  # rows along b, columns along a
     dx = uu * np.cos(t) - vv * np.sin(t)
     dy = uu * np.sin(t) + vv * np.cos(t)
+    # The stack, and the stack again as written out.
+    check_memory("--size", f"{len(x)} squares of {size} x {size} px", 8.0 * len(x) * size**2)
     out = np.zeros((len(x), size, size), np.float32)
     for k in track(range(len(x)), desc="cropping squares", unit="square"):
         cols = (x[k] + dx + 0.5) / factor - 0.5

@@ -14,6 +14,7 @@ import numpy as np
 
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, Montage, TileRecord
+from cryoscout.io.validate import check_memory
 from cryoscout.progress import track
 
 _A_PER_UM = 1e4
@@ -144,6 +145,8 @@ def stitch(source: AtlasSource) -> Montage:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(missing[0].path, f"tile named by {source.path.name} is missing{more}")
     height, width = source.montage_shape
+    # The image, the weights and the caller's copies: refuse before allocating.
+    check_memory(source.path, f"stitching a {width} x {height} px montage", 16.0 * height * width)
     if source.format == "image" and len(tiles) == 1:
         image = load_tile(source, tiles[0])  # nothing to blend: skip the accumulators
         return Montage(image, source.pixel_size_A, _stage_affine(source))

@@ -41,59 +41,63 @@ def extract(
 
     from cryoscout.atlas.extract import extract_squares
     from cryoscout.atlas.stitch import stitch
-    from cryoscout.errors import InputError
+    from cryoscout.errors import InputError, stage
     from cryoscout.io.atlas_reader import open_atlas
+    from cryoscout.io.runfolder import run_folder
     from cryoscout.io.squares import find_truth, write_extraction
     from cryoscout.report.overview import render_overview
     from cryoscout.runinfo import write_run_config
 
     log = logging.getLogger("cryoscout.extract")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    source = open_atlas(input, pixel_size_A=pixel_size)
-    montage = stitch(source)
-    try:
-        extraction = extract_squares(montage, size=size, fov=fov)
-    except InputError as exc:
-        if exc.path is None:  # an algorithm's complaint about the image: name the input
-            raise InputError(input, exc.problem) from None
-        raise
-    truth_path = find_truth(input)
-    truth = None
-    if truth_path is not None:
-        log.info("labels from %s", truth_path)
+    with run_folder(out) as folder:  # checked and locked before the work; whole or absent
+        source = open_atlas(input, pixel_size_A=pixel_size)
+        with stage("stitching", input):
+            montage = stitch(source)
         try:
-            truth = pd.read_csv(truth_path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InputError(truth_path, f"not a readable CSV ({exc})") from None
-    files = write_extraction(out, extraction, known_squares=source.known_squares, truth=truth)
-    lat = extraction.lattice
-    render_overview(
-        montage.image,
-        extraction.table,
-        out / "overview.png",
-        pitch_px=lat.pitch_px,
-        angle_deg=lat.angle_deg,
-        side_px=lat.square_side_px,
-    )
-    write_run_config(
-        out,
-        {
-            "input": input.resolve(),
-            "format": source.format,
-            "size": size,
-            "fov": fov,
-            "pixel_size_A": montage.pixel_size_A,
-            "square_pixel_size_A": extraction.pixel_size_A,
-            "lattice": {
-                "pitch_px": lat.pitch_px,
-                "angle_deg": lat.angle_deg,
-                "bar_width_px": lat.bar_width_px,
+            with stage("extracting squares", input):
+                extraction = extract_squares(montage, size=size, fov=fov)
+        except InputError as exc:
+            if exc.path is None:  # an algorithm's complaint about the image: name the input
+                raise InputError(input, exc.problem) from None
+            raise
+        truth_path = find_truth(input)
+        truth = None
+        if truth_path is not None:
+            log.info("labels from %s", truth_path)
+            try:
+                truth = pd.read_csv(truth_path)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                raise InputError(truth_path, f"not a readable CSV ({exc})") from None
+        files = write_extraction(
+            folder, extraction, known_squares=source.known_squares, truth=truth
+        )
+        lat = extraction.lattice
+        render_overview(
+            montage.image,
+            extraction.table,
+            folder / "overview.png",
+            pitch_px=lat.pitch_px,
+            angle_deg=lat.angle_deg,
+            side_px=lat.square_side_px,
+        )
+        write_run_config(
+            folder,
+            {
+                "input": input.resolve(),
+                "format": source.format,
+                "size": size,
+                "fov": fov,
+                "pixel_size_A": montage.pixel_size_A,
+                "square_pixel_size_A": extraction.pixel_size_A,
+                "lattice": {
+                    "pitch_px": lat.pitch_px,
+                    "angle_deg": lat.angle_deg,
+                    "bar_width_px": lat.bar_width_px,
+                },
+                "intensity_reference": extraction.intensity_reference,
+                "truth": truth_path,
             },
-            "intensity_reference": extraction.intensity_reference,
-            "truth": truth_path,
-        },
-    )
+        )
     n = len(extraction.table)
     n_full = int(extraction.table["full"].sum())
     typer.echo(f"{n} squares ({n_full} full, {n - n_full} partial) from {input}")

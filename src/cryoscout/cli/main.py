@@ -24,6 +24,7 @@ from cryoscout.cli import (
     benchmark,
     explain,
     extract,
+    guard,
     info,
     pick,
     screen,
@@ -64,6 +65,11 @@ def _root(
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    # Libraries that set their own logger's level (Lightning's INFO banner) pass the
+    # root logger's level by propagation: the handler's level stops them.
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "stream", None) is sys.stderr:
+            handler.setLevel(level)
 
 
 # Grid screening
@@ -81,14 +87,22 @@ app.add_typer(pick.app, name="pick")
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 failure, 2 bad usage)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    with guard.quiet_warnings(debug="--debug" in args) as done:
+        code = _run(args)
+        done(code == 0)
+    return code
+
+
+def _run(args: list[str]) -> int:
     from cryoscout.errors import CryoscoutError
     from cryoscout.interrupt import signals_interrupt
     from cryoscout.runinfo import record_invocation
 
-    args = sys.argv[1:] if argv is None else list(argv)
     record_invocation(["cryoscout", *args])
     _state["debug"] = "--debug" in args
     command = typer.main.get_command(app)
+    guard.check_options(command)
     try:
         # Not command.main(): typer's turns Ctrl-C into a silent exit status.
         with signals_interrupt(), command.make_context("cryoscout", args) as ctx:
@@ -119,10 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if _state["debug"]:
             raise
-        print(
-            f"cryoscout: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+        name = " ".join(["cryoscout", *[a for a in args[:2] if not a.startswith("-")]])
+        print(guard.unexpected_error_line(exc, name), file=sys.stderr)
         return 1
     return 0
 

@@ -179,6 +179,12 @@ def train(
         help="Continue the interrupted run in OUT from OUT/checkpoints/last.ckpt "
         "(give the same options).",
     ),
+    # Appearance randomisation (picking.data.Appearance); off by default, see BENCHMARKS.md.
+    randomize_appearance: bool = typer.Option(
+        False,
+        "--randomize-appearance/--no-randomize-appearance",
+        help="Randomise contrast, blur and noise colour of patches (for other microscopes).",
+    ),
 ) -> None:
     """Train the 3D residual U-Net on tomograms with annotated particle centres.
 
@@ -235,147 +241,161 @@ def train(
 
     from cryoscout.interrupt import Interrupted
     from cryoscout.io.atomic import atomic_path
-    from cryoscout.io.coords import read_coords
+    from cryoscout.io.coords import check_classes, read_coords
     from cryoscout.io.mrc import read_mrc
+    from cryoscout.io.runfolder import resumable_run_folder
     from cryoscout.picking.data import NORMALIZATION, prepare_tomogram
     from cryoscout.picking.module import TrainConfig, train_model
     from cryoscout.picking.weights import PickingModelInfo, save_model
     from cryoscout.progress import progress_enabled
     from cryoscout.runinfo import resume_command, write_run_config
 
-    known = sorted(label_radius) if isinstance(label_radius, dict) else None
-    prepared, voxel_size, n_particles = [], None, 0
-    tables = []
-    for tpath, cpath in zip(tomo_paths, coord_paths, strict=True):
-        vol, vs = read_mrc(tpath, mmap=True)
-        if vol.ndim != 3:
-            raise InputError(tpath, f"expected a 3D tomogram, got an array of shape {vol.shape}")
-        table = read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known)
-        tables.append(table)
-        voxel_size = voxel_size or vs
-    classes = sorted(set().union(*(set(t["class"]) for t in tables)))
-    if not classes:
-        raise InputError(coord_paths[0], "no annotated particles")
-    num_classes = max(known) if known else max(classes)
-    radius_map = (
-        dict(label_radius)
-        if isinstance(label_radius, dict)
-        else {c: float(label_radius) for c in range(1, num_classes + 1)}
-    )
-    names = _class_names(coord_paths, class_names, num_classes)
-    # The particle radius sizes MP-NMS in `pick predict`; recorded with the weights when given.
-    particle: dict = {}
-    if val_radius:
-        pr = parse_radius(val_radius, "--val-radius")
-        pr_map = pr if isinstance(pr, dict) else dict.fromkeys(range(1, num_classes + 1), pr)
-        particle = {"particle_radius": {str(c): float(r) for c, r in pr_map.items()}}
-    for tpath, table in zip(tomo_paths, tables, strict=True):
-        vol, _ = read_mrc(tpath, mmap=True)
-        prepared.append(prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"]))
-        n_particles += len(table)
-    counts = pd.concat(tables)["class"].value_counts()
-    typer.echo(
-        f"training on {n_particles} particles ("
-        + ", ".join(f"{names[c - 1]}: {int(counts.get(c, 0))}" for c in range(1, num_classes + 1))
-        + f") in {len(tomo_paths)} tomogram(s)",
-        err=True,
-    )
-
-    validation = None
-    if val_tomogram is not None:
-        from cryoscout.picking.evaluate import evaluate_picks
-        from cryoscout.picking.infer import predict_tomogram
-        from cryoscout.picking.mpnms import mp_nms
-
-        vvol, vvs = read_mrc(val_tomogram, mmap=True)
-        vtruth = read_coords(
-            val_coords, voxel_size_A=vvs, shape=vvol.shape, classes=range(1, num_classes + 1)
+    # Checked and locked before the work; INCOMPLETE until the end; checkpoints stay.
+    with resumable_run_folder(out, resume=checkpoint is not None):
+        known = sorted(label_radius) if isinstance(label_radius, dict) else None
+        prepared, voxel_size, n_particles = [], None, 0
+        tables = []
+        for tpath, cpath in zip(tomo_paths, coord_paths, strict=True):
+            vol, vs = read_mrc(tpath, mmap=True)
+            if vol.ndim != 3:
+                raise InputError(
+                    tpath, f"expected a 3D tomogram, got an array of shape {vol.shape}"
+                )
+            table = read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known)
+            tables.append(table)
+            voxel_size = voxel_size or vs
+        declared = len(class_names.split(",")) if class_names else (max(known) if known else None)
+        num_classes = check_classes(tables, coord_paths, declared)
+        radius_map = (
+            dict(label_radius)
+            if isinstance(label_radius, dict)
+            else {c: float(label_radius) for c in range(1, num_classes + 1)}
         )
-        vvol = np.asarray(vvol, dtype=np.float32)
-        hit = parse_radius(val_radius, "--val-radius") if val_radius else radius_map
-        margin = max(patch // 6, 1)
-
-        def validation(model) -> dict[str, float]:
-            pred = predict_tomogram(
-                model, vvol, tile=patch, margin=margin, normalization=NORMALIZATION, progress=False
+        names = _class_names(coord_paths, class_names, num_classes)
+        # The particle radius sizes MP-NMS in `pick predict`; recorded with the weights when given.
+        particle: dict = {}
+        if val_radius:
+            pr = parse_radius(val_radius, "--val-radius")
+            pr_map = pr if isinstance(pr, dict) else dict.fromkeys(range(1, num_classes + 1), pr)
+            particle = {"particle_radius": {str(c): float(r) for c, r in pr_map.items()}}
+        for tpath, table in zip(tomo_paths, tables, strict=True):
+            vol, _ = read_mrc(tpath, mmap=True)
+            prepared.append(prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"]))
+            n_particles += len(table)
+        counts = pd.concat(tables)["class"].value_counts()
+        typer.echo(
+            f"training on {n_particles} particles ("
+            + ", ".join(
+                f"{names[c - 1]}: {int(counts.get(c, 0))}" for c in range(1, num_classes + 1)
             )
-            # Sized by the particle (hit) radius: by the smaller label radius one
-            # particle's blob splits into several picks.
-            picks = mp_nms(
-                pred.labels, hit, classes=list(range(1, num_classes + 1)), progress=False
-            )
-            result = evaluate_picks(picks, vtruth, hit)
-            scores = {"val_f1": float(result.overall["f1"])}
-            for c, row in result.per_class.iterrows():
-                scores[f"val_f1_{names[int(c) - 1]}"] = float(row["f1"])
-            return scores
-
-    config = TrainConfig(
-        channels=chans,
-        coord_mode=coord_mode,
-        patch_size=patch,
-        epochs=epochs,
-        batch_size=batch_size,
-        samples_per_epoch=samples,
-        lr=lr,
-        seed=seed,
-        accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
-        strategy=strategy,
-        precision=precision,
-        num_workers=num_workers,
-        val_every=val_every,
-        loss=loss,
-    )
-    metrics_path = out / "metrics.csv"
-    earlier = None
-    if checkpoint is not None and metrics_path.is_file():
-        earlier = pd.read_csv(metrics_path)
-
-    def on_epoch(history: pd.DataFrame) -> None:
-        with atomic_path(metrics_path) as tmp:
-            history.to_csv(tmp, index=False, float_format="%.6g")
-        typer.echo(epoch_line(history, epochs, names), err=True)
-
-    try:
-        model, history = train_model(
-            prepared,
-            num_classes,
-            config,
-            validation,
-            on_epoch,
-            run_dir=out,
-            resume=checkpoint,
-            history=earlier,
-            progress=progress_enabled(),
+            + f") in {len(tomo_paths)} tomogram(s)",
+            err=True,
         )
-    except Interrupted as exc:
-        exc.resume = resume_command()
-        raise
-    info = PickingModelInfo(
-        class_names=names,
-        radius=radius_map,
-        patch_size=patch,
-        normalization=dict(NORMALIZATION),
-        voxel_size_A=voxel_size,
-        extra={"epochs": epochs, "seed": seed, "samples_per_epoch": samples, **particle},
-    )
-    save_model(out / "model.pt", model, info)
-    record = {
-        "tomograms": [str(p) for p in tomo_paths],
-        "coords": [str(p) for p in coord_paths],
-        "n_particles": n_particles,
-        "class_names": names,
-        "label_radius": radius_map,
-        "val_tomogram": val_tomogram,
-        "val_coords": val_coords,
-        **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
-        "augmentation": dict(config.augmentation.__dict__),
-        "final_train_loss": float(history["train_loss"].iloc[-1]),
-        "resumed": checkpoint is not None,
-    }
-    if "val_f1" in history:
-        record["final_val_f1"] = float(history["val_f1"].dropna().iloc[-1])
-    write_run_config(out, record)
-    typer.echo(f"model: {out / 'model.pt'} (classes {', '.join(names)})")
-    typer.echo(f"metrics: {metrics_path}")
+
+        validation = None
+        if val_tomogram is not None:
+            from cryoscout.picking.evaluate import evaluate_picks
+            from cryoscout.picking.infer import predict_tomogram
+            from cryoscout.picking.mpnms import mp_nms
+
+            vvol, vvs = read_mrc(val_tomogram, mmap=True)
+            vtruth = read_coords(
+                val_coords, voxel_size_A=vvs, shape=vvol.shape, classes=range(1, num_classes + 1)
+            )
+            vvol = np.asarray(vvol, dtype=np.float32)
+            hit = parse_radius(val_radius, "--val-radius") if val_radius else radius_map
+            margin = max(patch // 6, 1)
+
+            def validation(model) -> dict[str, float]:
+                pred = predict_tomogram(
+                    model,
+                    vvol,
+                    tile=patch,
+                    margin=margin,
+                    normalization=NORMALIZATION,
+                    progress=False,
+                )
+                # Sized by the particle (hit) radius: by the smaller label radius one
+                # particle's blob splits into several picks.
+                picks = mp_nms(
+                    pred.labels, hit, classes=list(range(1, num_classes + 1)), progress=False
+                )
+                result = evaluate_picks(picks, vtruth, hit)
+                scores = {"val_f1": float(result.overall["f1"])}
+                for c, row in result.per_class.iterrows():
+                    scores[f"val_f1_{names[int(c) - 1]}"] = float(row["f1"])
+                return scores
+
+        config = TrainConfig(
+            channels=chans,
+            coord_mode=coord_mode,
+            patch_size=patch,
+            epochs=epochs,
+            batch_size=batch_size,
+            samples_per_epoch=samples,
+            lr=lr,
+            seed=seed,
+            accelerator=accelerator,
+            devices=int(devices) if devices.isdigit() else devices,
+            strategy=strategy,
+            precision=precision,
+            num_workers=num_workers,
+            val_every=val_every,
+            loss=loss,
+        )
+        if randomize_appearance:
+            from cryoscout.picking.data import Appearance
+
+            config.augmentation.appearance = Appearance()
+        metrics_path = out / "metrics.csv"
+        earlier = None
+        if checkpoint is not None and metrics_path.is_file():
+            earlier = pd.read_csv(metrics_path)
+
+        def on_epoch(history: pd.DataFrame) -> None:
+            with atomic_path(metrics_path) as tmp:
+                history.to_csv(tmp, index=False, float_format="%.6g")
+            typer.echo(epoch_line(history, epochs, names), err=True)
+
+        try:
+            model, history = train_model(
+                prepared,
+                num_classes,
+                config,
+                validation,
+                on_epoch,
+                run_dir=out,
+                resume=checkpoint,
+                history=earlier,
+                progress=progress_enabled(),
+            )
+        except Interrupted as exc:
+            exc.resume = resume_command()
+            raise
+        info = PickingModelInfo(
+            class_names=names,
+            radius=radius_map,
+            patch_size=patch,
+            normalization=dict(NORMALIZATION),
+            voxel_size_A=voxel_size,
+            extra={"epochs": epochs, "seed": seed, "samples_per_epoch": samples, **particle},
+        )
+        save_model(out / "model.pt", model, info)
+        record = {
+            "tomograms": [str(p) for p in tomo_paths],
+            "coords": [str(p) for p in coord_paths],
+            "n_particles": n_particles,
+            "class_names": names,
+            "label_radius": radius_map,
+            "val_tomogram": val_tomogram,
+            "val_coords": val_coords,
+            **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
+            "augmentation": dict(config.augmentation.__dict__),
+            "final_train_loss": float(history["train_loss"].iloc[-1]),
+            "resumed": checkpoint is not None,
+        }
+        if "val_f1" in history:
+            record["final_val_f1"] = float(history["val_f1"].dropna().iloc[-1])
+        write_run_config(out, record)
+        typer.echo(f"model: {out / 'model.pt'} (classes {', '.join(names)})")
+        typer.echo(f"metrics: {metrics_path}")

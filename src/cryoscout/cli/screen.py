@@ -67,7 +67,6 @@ def screen(
         $ cryoscout screen LMM.mrc -o lmm_screen --model runs/xcryonet_ss
     """
     from cryoscout.errors import InputError
-    from cryoscout.screening.screen import make_example_atlas
     from cryoscout.screening.screen import screen as run_screen
 
     if pixel_size is not None and pixel_size <= 0:
@@ -85,16 +84,14 @@ def screen(
         from cryoscout.io.atlas_reader import open_atlas
 
         open_atlas(input_path, pixel_size_A=pixel_size)  # metadata only: format and files
-    if example:
-        input_path = make_example_atlas(out / "example_atlas")
-        typer.echo(f"simulated the example atlas: {input_path}", err=True)
+    # With --example, input_path stays None: screen simulates it into OUT/example_atlas.
     try:
         result = run_screen(
             input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size
         )
     except InputError as exc:
         if exc.path is None:  # an algorithm's complaint about the image: name the input
-            raise InputError(input_path, exc.problem) from None
+            raise InputError(input_path or "--example", exc.problem) from None
         raise
     n_full = int(result.scores["full"].sum()) if "full" in result.scores else len(result.scores)
     typer.echo(

@@ -58,19 +58,13 @@ def atlas(
       $ cryoscout simulate atlas big --tiles 7x5 --tile-size 2048 --pixel-size-nm 300 \\
           --contamination-rate 0.5 --label-noise 0.5
     """
-    import os
-    import shutil
-
     from cryoscout.errors import InputError
+    from cryoscout.io.runfolder import run_folder
     from cryoscout.simulate.atlas import FORMATS, AtlasConfig, simulate_atlas, write_simulated_atlas
 
     if fmt not in FORMATS:
         raise InputError("--format", f"must be one of {', '.join(FORMATS)} (got {fmt!r})")
     nx, ny = _parse_tiles(tiles)
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(out, "folder exists and is not empty (use --overwrite to replace it)")
     config = AtlasConfig(
         mesh=mesh,
         film=film,
@@ -88,22 +82,14 @@ def atlas(
         label_noise=label_noise,
     )
     config.validate()
-    sim = simulate_atlas(config, seed)
-    # Write into a hidden sibling and rename at the end: an interrupted run leaves
-    # no folder that looks complete.
+    # Checked and locked before the work; the folder appears only when complete.
+    with run_folder(out, overwrite=overwrite) as folder:
+        sim = simulate_atlas(config, seed)
+        main_file = write_simulated_atlas(sim, folder, fmt)
     out = out.absolute()
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
-        main_file = write_simulated_atlas(sim, tmp, fmt)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     n_full = int(sim.truth["full"].sum())
     typer.echo(
-        f"{out / main_file.relative_to(tmp)}\n"
+        f"{out / main_file.relative_to(folder)}\n"
         f"{len(sim.truth)} squares ({n_full} full) in {out / 'truth.csv'}",
     )
 

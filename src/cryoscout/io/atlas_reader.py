@@ -28,6 +28,10 @@ from cryoscout.io.images import (
     read_single_image,
 )
 from cryoscout.io.serialem import mdoc_for, read_serialem_montage
+from cryoscout.io.validate import pixel_size
+
+#: A tile with more non-finite pixels than this is corrupt rather than saturated.
+MAX_NONFINITE_FRACTION = 0.01
 
 
 def _from_folder(folder: Path) -> Path:
@@ -105,8 +109,8 @@ def open_atlas(path: str | os.PathLike, pixel_size_A: float | None = None) -> At
     >>> src.format, len(src.tiles), len(src.known_squares)  # doctest: +SKIP
     ('epu', 8, 47)
     """
-    if pixel_size_A is not None and not pixel_size_A > 0:
-        raise InputError("--pixel-size", f"must be a positive number of Å, got {pixel_size_A}")
+    if pixel_size_A is not None:
+        pixel_size_A = pixel_size("--pixel-size", "the pixel size", pixel_size_A)
     fmt, file = detect_format(path)
     if fmt == "epu":
         source = read_epu_atlas(file)
@@ -139,21 +143,39 @@ def load_tile(source: AtlasSource, tile: TileRecord) -> np.ndarray:
     Raises
     ------
     InputError
-        The metadata names no file, or the file is missing, unreadable, or has no such section.
+        The metadata names no file, or the file is missing, unreadable, has no such
+        section, or more than 1 % of its pixels are NaN or infinite. (Fewer bad pixels,
+        e.g. saturated ones, are returned as NaN: the montage's "no data".)
     """
     if tile.path is None:
         raise InputError(source.path, f"tile {tile.index} names no image file")
+    if tile.path.is_dir():
+        raise InputError(
+            tile.path, f"tile {tile.index} named by {source.path.name} is a folder, not an image"
+        )
     if not tile.path.is_file():
         raise InputError(tile.path, f"tile {tile.index} named by {source.path.name} is missing")
     if tile.section is None:
         image, _ = read_image_pixels(tile.path)
-        return image
-    return _load_section(tile.path, tile.section)
+    else:
+        image = _load_section(tile.path, tile.section)
+    bad = ~np.isfinite(image)
+    if bad.any():
+        where = "" if tile.section is None else f"section {tile.section}: "
+        if bad.mean() > MAX_NONFINITE_FRACTION:
+            raise InputError(
+                tile.path, f"{where}{100 * bad.mean():.3g}% of the pixels are NaN or infinite"
+            )
+        image[bad] = np.nan
+    return image
 
 
 def _load_section(path: Path, section: int) -> np.ndarray:
     import mrcfile
 
+    from cryoscout.io.mrc import read_mrc_header
+
+    read_mrc_header(path)  # sizes, mode and length checked before mapping
     try:
         with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
             data = mrc.data

@@ -242,6 +242,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _read_text(path: Path) -> pd.DataFrame:
     rows = []
+    widths: dict[int, int] = {}  # columns -> first line with that many
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -253,9 +254,14 @@ def _read_text(path: Path) -> pd.DataFrame:
             raise InputError(path, f"line {n}: expected numbers 'x y z' or 'class x y z'") from None
         if len(values) not in (3, 4):
             raise InputError(path, f"line {n}: expected 3 (x y z) or 4 (class x y z) columns")
+        widths.setdefault(len(values), n)
+        if len(widths) > 1:  # checked before padding: "1 2 3" may not sit beside "2 1 2 3"
+            raise InputError(
+                path,
+                f"lines mix 3 and 4 columns (line {widths[3]}: x y z; "
+                f"line {widths[4]}: class x y z)",
+            )
         rows.append(values if len(values) == 4 else [1.0, *values])
-    if rows and len({len(r) for r in rows}) > 1:
-        raise InputError(path, "lines mix 3 and 4 columns")
     arr = np.array(rows, float).reshape(-1, 4)
     return pd.DataFrame({"class": arr[:, 0], "x": arr[:, 1], "y": arr[:, 2], "z": arr[:, 3]})
 
@@ -303,19 +309,28 @@ def _read_star(path, tomo_name, voxel_size_A, shape, ts_pixel_A, binning) -> pd.
                 path, "RELION 5 centred coordinates need the tomogram's voxel size and shape"
             )
         centre = np.array(shape[::-1], float) / 2  # (x, y, z)
-        xyz = t[_R5].to_numpy(float) / voxel_size_A + centre
+        xyz = _numbers(path, t, _R5) / voxel_size_A + centre
     else:
         ts_pixel_A = ts_pixel_A if ts_pixel_A is not None or binning else file_ts_pixel_A
         scale = relion4_scale(path, voxel_size_A, ts_pixel_A, binning)
-        xyz = t[_R4].to_numpy(float) / scale
+        xyz = _numbers(path, t, _R4) / scale
     out = pd.DataFrame({"class": 1, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
     if "rlnClassNumber" in t:
         out["class"] = t["rlnClassNumber"].to_numpy()
     for col in _SCORE_COLUMNS:
         if col in t:
-            out["score"] = t[col].to_numpy(float)
+            out["score"] = _numbers(path, t, [col])[:, 0]
             break
     return out
+
+
+def _numbers(path: Path, table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``table[columns]`` as floats; a value that is not a number is an InputError."""
+    try:
+        return table[columns].to_numpy(float)
+    except (ValueError, TypeError):
+        bad = next(c for c in columns if pd.to_numeric(table[c], errors="coerce").isna().any())
+        raise InputError(path, f"{bad} holds values that are not numbers") from None
 
 
 def _validate(path, df, shape, classes) -> pd.DataFrame:
@@ -332,7 +347,8 @@ def _validate(path, df, shape, classes) -> pd.DataFrame:
     if classes is not None:
         bad = sorted(set(df["class"]) - {int(c) for c in classes})
         if bad:
-            raise InputError(path, f"unknown class {bad[0]} (known: {sorted(classes)})")
+            known = sorted(int(c) for c in classes)
+            raise InputError(path, f"unknown class {bad[0]} (known: {_span(known)})")
     if shape is not None:
         nz, ny, nx = shape
         xyz = df[["x", "y", "z"]].to_numpy()
@@ -347,6 +363,62 @@ def _validate(path, df, shape, classes) -> pd.DataFrame:
                 f"({int(outside.sum())} of {len(df)} outside)",
             )
     return df.reset_index(drop=True)
+
+
+def _span(classes: list[int]) -> str:
+    """``1-3`` for a run of classes, else the list."""
+    if classes and classes == list(range(classes[0], classes[-1] + 1)) and len(classes) > 2:
+        return f"{classes[0]}-{classes[-1]}"
+    return ", ".join(map(str, classes))
+
+
+def check_classes(
+    tables: list[pd.DataFrame], paths: list[str | os.PathLike], n_classes: int | None = None
+) -> int:
+    """The number of classes of a set of annotations, checked: classes are 1..n.
+
+    Parameters
+    ----------
+    tables
+        Tables from :func:`read_coords`.
+    paths
+        Their files (named in errors).
+    n_classes
+        The number of classes declared by the user (class names, per-class radii);
+        ``None`` to take the classes the annotations use, which must then be 1..n
+        without gaps (so a stray ``99`` does not make a 99-class model).
+
+    Returns
+    -------
+    int
+        n, the number of classes.
+
+    Raises
+    ------
+    InputError
+        No particles, a class beyond ``n_classes``, or gaps in the classes used.
+    """
+    used: dict[int, str] = {}
+    for table, path in zip(tables, paths, strict=True):
+        for c in sorted(set(table["class"].astype(int))):
+            used.setdefault(c, str(path))
+    if not used:
+        raise InputError(paths[0] if paths else None, "no annotated particles")
+    if n_classes is not None:
+        beyond = [c for c in sorted(used) if not 1 <= c <= n_classes]
+        if beyond:
+            c = beyond[0]
+            raise InputError(used[c], f"class {c} is not among the {n_classes} declared classes")
+        return n_classes
+    top = max(used)
+    missing = [c for c in range(1, top + 1) if c not in used]
+    if missing:
+        raise InputError(
+            used[top],
+            f"class {top} is used but class {missing[0]} is not: classes must be numbered "
+            f"1..n (found {_span(sorted(used))}); declare them with --class-names",
+        )
+    return top
 
 
 def write_picks(

@@ -25,6 +25,14 @@ import numpy as np
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, KnownSquare, TileRecord
 from cryoscout.io.atomic import atomic_path
+from cryoscout.io.validate import (
+    MAX_IMAGE_SIDE,
+    MAX_STAGE_UM,
+    finite,
+    image_side,
+    pixel_size,
+    tile_extent,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,20 +146,33 @@ def read_microscope_image_xml(path: str | os.PathLike) -> dict[str, float | None
     pixel_m = _float(root, "SpatialScale/pixelSize/x/numericValue")
     if pixel_m is None:
         raise InputError(path, "missing SpatialScale/pixelSize/x/numericValue (pixel size)")
-    if pixel_m <= 0:
-        raise InputError(path, f"pixel size {pixel_m} m is not positive")
+    field = "SpatialScale/pixelSize/x/numericValue (pixel size)"
+    pixel_A = pixel_size(path, field, finite(path, field, pixel_m) * _M_TO_A)
     stage = _child(root, "microscopeData/stage/Position")
-    sx, sy = _float(stage, "X"), _float(stage, "Y")
+    area = _child(root, "microscopeData/acquisition/camera/ReadoutArea")
+    readout = [_float(area, k) for k in ("width", "height")]
     return {
-        "pixel_size_A": pixel_m * _M_TO_A,
-        "stage_x_um": None if sx is None else sx * _M_TO_UM,
-        "stage_y_um": None if sy is None else sy * _M_TO_UM,
-        "magnification": _float(
-            root, "microscopeData/optics/TemMagnification/NominalMagnification"
+        "pixel_size_A": pixel_A,
+        "stage_x_um": _stage_um(stage, "X", path, "microscopeData/stage/Position"),
+        "stage_y_um": _stage_um(stage, "Y", path, "microscopeData/stage/Position"),
+        "magnification": _float(root, _MAGNIFICATION),
+        "readout": None
+        if None in readout
+        else tuple(
+            image_side(path, f"ReadoutArea/{k}", v)
+            for k, v in zip(("width", "height"), readout, strict=True)
         ),
         # The width the pixel size refers to; EPU's JPEG previews are smaller.
         "readout_width_px": _float(root, "microscopeData/acquisition/camera/ReadoutArea/width"),
     }
+
+
+def _stage_um(elem, axis: str, file: Path, where: str) -> float | None:
+    """A stage coordinate in µm (EPU stores metres); ``None`` when absent."""
+    value = _float(elem, axis)
+    if value is None:
+        return None
+    return finite(file, f"{where}/{axis}", value * _M_TO_UM, -MAX_STAGE_UM, MAX_STAGE_UM, " µm")
 
 
 def _atlas_file(path: Path) -> Path:
@@ -173,6 +194,19 @@ def _tile_path(base: str, file_format: str | None, folder: Path) -> Path:
     return folder / name
 
 
+def _atlas_position(entry: etree._Element, file: Path, where: str) -> dict[str, float]:
+    """A tile's checked ``AtlasPixelPosition``: finite ``x, y``; whole, positive sizes."""
+    out = {}
+    for key in ("x", "y", "width", "height"):
+        field = f"{where}: AtlasPixelPosition/{key}"
+        value = _required(entry, f"AtlasPixelPosition/{key}", file, where)
+        if key in ("width", "height"):
+            out[key] = image_side(file, field, value)
+        else:
+            out[key] = finite(file, field, value, -MAX_IMAGE_SIDE, MAX_IMAGE_SIDE, " px")
+    return out
+
+
 def _read_tiles(items: etree._Element, file: Path) -> list[TileRecord]:
     tiles: list[TileRecord] = []
     for entry in _children(items, "TileXml"):
@@ -185,18 +219,19 @@ def _read_tiles(items: etree._Element, file: Path) -> list[TileRecord]:
         if _child(entry, "AtlasPixelPosition") is None:
             raise InputError(file, f"{where}: missing AtlasPixelPosition")
         fmt = _child(entry, "TileImageReference/FileFormat")
-        sx = _float(entry, "StagePosition/X")
-        sy = _float(entry, "StagePosition/Y")
+        stage = _child(entry, "StagePosition")
+
+        pos = _atlas_position(entry, file, where)
         tiles.append(
             TileRecord(
                 index=len(tiles),
                 path=_tile_path(ref.text.strip(), None if fmt is None else fmt.text, file.parent),
-                x_px=_required(entry, "AtlasPixelPosition/x", file, where),
-                y_px=_required(entry, "AtlasPixelPosition/y", file, where),
-                width=round(_required(entry, "AtlasPixelPosition/width", file, where)),
-                height=round(_required(entry, "AtlasPixelPosition/height", file, where)),
-                stage_x_um=None if sx is None else sx * _M_TO_UM,
-                stage_y_um=None if sy is None else sy * _M_TO_UM,
+                x_px=pos["x"],
+                y_px=pos["y"],
+                width=int(pos["width"]),
+                height=int(pos["height"]),
+                stage_x_um=_stage_um(stage, "X", file, f"{where}: StagePosition"),
+                stage_y_um=_stage_um(stage, "Y", file, f"{where}: StagePosition"),
             )
         )
     return tiles
@@ -216,44 +251,91 @@ def _read_squares(root: etree._Element, file: Path) -> list[KnownSquare]:
         if not square_id or square_id in squares:
             continue  # EPU may list one square in several tiles: keep the first
         where = f"grid square {square_id}"
-        w, h = _float(pos, "Size/width"), _float(pos, "Size/height")
-        sizes = [s for s in (w, h) if s is not None]
-        sx, sy = _float(value, "StagePosition/X"), _float(value, "StagePosition/Y")
+        sizes = [
+            finite(file, f"{where}: Size/{k}", v, 0, MAX_IMAGE_SIDE, " px")
+            for k in ("width", "height")
+            if (v := _float(pos, f"Size/{k}")) is not None
+        ]
+        stage = _child(value, "StagePosition")
         squares[square_id] = KnownSquare(
             square_id=square_id,
-            x_px=_required(pos, "Center/x", file, where),
-            y_px=_required(pos, "Center/y", file, where),
+            x_px=finite(
+                file,
+                f"{where}: Center/x",
+                _required(pos, "Center/x", file, where),
+                -MAX_IMAGE_SIDE,
+                MAX_IMAGE_SIDE,
+                " px",
+            ),
+            y_px=finite(
+                file,
+                f"{where}: Center/y",
+                _required(pos, "Center/y", file, where),
+                -MAX_IMAGE_SIDE,
+                MAX_IMAGE_SIDE,
+                " px",
+            ),
             size_px=float(np.mean(sizes)) if sizes else None,
-            stage_x_um=None if sx is None else sx * _M_TO_UM,
-            stage_y_um=None if sy is None else sy * _M_TO_UM,
+            stage_x_um=_stage_um(stage, "X", file, f"{where}: StagePosition"),
+            stage_y_um=_stage_um(stage, "Y", file, f"{where}: StagePosition"),
         )
     return list(squares.values())
 
 
-def _tile_pixel_size(tile: TileRecord) -> float | None:
-    """Montage pixel size from the tile's MicroscopeImage XML, rescaled to atlas pixels."""
+def _tile_pixel_size(tile: TileRecord, atlas: Path) -> float | None:
+    """Montage pixel size from the tile's MicroscopeImage XML, rescaled to atlas pixels.
+
+    Where the tile image exists, its shape must agree with the box the atlas places it
+    in and with the camera readout its XML states (same aspect ratio: EPU may bin).
+    """
     if tile.path is None:
         return None
     xml = tile.path.with_suffix(".xml")
     if not xml.is_file():
         return None
-    pixel = read_microscope_image_xml(xml)["pixel_size_A"]
+    meta = read_microscope_image_xml(xml)
+    pixel = meta["pixel_size_A"]
+    shape = _image_shape(tile.path)
+    if shape is None:
+        return pixel
+    nx, ny = shape
+    boxes = [
+        (f"{atlas.name} places it in a {tile.width}x{tile.height} px box", tile.width, tile.height)
+    ]
+    if meta["readout"]:
+        rw, rh = meta["readout"]
+        boxes.append((f"{xml.name} states a {rw}x{rh} px readout", rw, rh))
+    for what, w, h in boxes:
+        if abs((nx / ny) / (w / h) - 1) > 0.02:
+            raise InputError(tile.path, f"is {nx}x{ny} px but {what} (another aspect ratio)")
     # EPU places binned-down tiles on the atlas: scale by image width / atlas width.
-    width = _image_width(tile.path)
-    if width and tile.width:
-        pixel *= width / tile.width
-    return pixel
+    return pixel * nx / tile.width
 
 
-def _image_width(path: Path) -> int | None:
+def _image_shape(path: Path) -> tuple[int, int] | None:
+    """``(nx, ny)`` of an MRC tile from its (checked) header; ``None`` when absent."""
     if not path.is_file() or path.suffix.lower() != ".mrc":
         return None
-    from cryoscout.io.images import mrc_header
+    from cryoscout.io.mrc import read_mrc_header
 
-    try:
-        return int(mrc_header(path).nx)
-    except Exception:  # an unreadable tile is reported when its pixels are loaded
+    header = read_mrc_header(path)
+    return int(header.nx), int(header.ny)
+
+
+def _atlas_pixel_size(tiles: list[TileRecord], atlas: Path) -> float | None:
+    """The one pixel size of the montage; tiles that disagree by over 2 % are an error."""
+    found = [(t, p) for t in tiles if (p := _tile_pixel_size(t, atlas)) is not None]
+    if not found:
         return None
+    first, pixel = found[0]
+    for tile, p in found[1:]:
+        if abs(p / pixel - 1) > 0.02:
+            raise InputError(
+                tile.path.with_suffix(".xml"),
+                f"pixel size {p:.4g} Å on the atlas differs from {pixel:.4g} Å of "
+                f"{first.path.name}",
+            )
+    return pixel
 
 
 def read_epu_atlas(path: str | os.PathLike) -> AtlasSource:
@@ -297,17 +379,16 @@ def read_epu_atlas(path: str | os.PathLike) -> AtlasSource:
     tiles = _read_tiles(items if items is not None else tiles_list, file)
     squares = _read_squares(root, file)
 
-    pixel_size = next((p for p in map(_tile_pixel_size, tiles) if p is not None), None)
-    if pixel_size is None:
+    pixel = _atlas_pixel_size(tiles, file)
+    if pixel is None:
         scale = _descendant(root, "SpatialScale")
         value = _float(scale, "pixelSize/x/numericValue") if scale is not None else None
-        pixel_size = value * _M_TO_A if value else None
+        field = "SpatialScale/pixelSize/x/numericValue (pixel size)"
+        pixel = pixel_size(file, field, value * _M_TO_A) if value is not None else None
 
     if tiles:
-        shape = (
-            int(np.ceil(max(t.y_px + t.height for t in tiles))),
-            int(np.ceil(max(t.x_px + t.width for t in tiles))),
-        )
+        # Atlas pixel coordinates are the montage's: its origin stays at (0, 0).
+        shape = tile_extent(file, tiles)  # atlas pixels are montage pixels
     elif squares:
         shape = (
             int(np.ceil(max(s.y_px + (s.size_px or 0) / 2 for s in squares))),
@@ -315,7 +396,7 @@ def read_epu_atlas(path: str | os.PathLike) -> AtlasSource:
         )
     else:
         shape = (0, 0)
-    return AtlasSource("epu", file, pixel_size, tiles, shape, squares)
+    return AtlasSource("epu", file, pixel, tiles, shape, squares)
 
 
 # --------------------------------------------------------------------------- writing

@@ -16,6 +16,7 @@ import numpy as np
 
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, TileRecord
+from cryoscout.io.validate import image_side, pixel_size
 
 MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".st")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -26,13 +27,10 @@ IMAGE_SUFFIXES = MRC_SUFFIXES + TIFF_SUFFIXES + PILLOW_SUFFIXES
 
 
 def mrc_header(path: Path):
-    """The header of an MRC file (a copy), read without warnings for vendor quirks."""
-    import mrcfile
+    """The header of an MRC file (a copy), checked; see :func:`cryoscout.io.mrc.read_mrc_header`."""
+    from cryoscout.io.mrc import read_mrc_header
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # odd machine stamps etc. from microscope software
-        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-            return mrc.header.copy()
+    return read_mrc_header(path)
 
 
 def _to_2d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -137,13 +135,13 @@ def _image_shape(path: Path) -> tuple[int, int]:
 
             Image.MAX_IMAGE_PIXELS = None
             with Image.open(path) as img:
-                return img.height, img.width
+                return image_side(path, "height", img.height), image_side(path, "width", img.width)
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
                 shape = tif.pages[0].shape
-                return int(shape[0]), int(shape[1])
+                return image_side(path, "height", shape[0]), image_side(path, "width", shape[1])
     except InputError:
         raise
     except Exception as exc:
@@ -182,8 +180,8 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(path, f"unsupported image type {path.suffix or '(no extension)'}")
     height, width = _image_shape(path)
-    if pixel_size_A is not None and pixel_size_A <= 0:
-        raise InputError("--pixel-size", f"must be positive, got {pixel_size_A}")
+    if pixel_size_A is not None:
+        pixel_size("--pixel-size", "the pixel size", pixel_size_A)
     header_pixel = _header_pixel_size(path)
     pixel = pixel_size_A if pixel_size_A is not None else header_pixel
     tile = TileRecord(index=0, path=path, x_px=0.0, y_px=0.0, width=width, height=height)
@@ -193,9 +191,9 @@ def read_single_image(path: str | os.PathLike, pixel_size_A: float | None = None
 def _header_pixel_size(path: Path) -> float | None:
     suffix = path.suffix.lower()
     if suffix in MRC_SUFFIXES:
-        h = mrc_header(path)
-        voxel = float(h.cella.x) / max(int(h.mx), 1)
-        return None if voxel <= 0 or abs(voxel - 1.0) < 1e-6 else voxel
+        from cryoscout.io.mrc import header_pixel_size
+
+        return header_pixel_size(path, mrc_header(path))
     if suffix in TIFF_SUFFIXES:
         import tifffile
 

@@ -10,6 +10,91 @@ import numpy as np
 
 from cryoscout.errors import InputError
 from cryoscout.io.atomic import atomic_path
+from cryoscout.io.validate import MAX_IMAGE_SIDE, PIXEL_SIZE_RANGE_A, finite
+
+#: MRC modes of real-valued images (0 int8, 1 int16, 2 float32, 6 uint16, 12 float16,
+#: 101 packed 4-bit); 3 and 4 are complex (Fourier transforms), not images.
+_REAL_MODES = {0: 1.0, 1: 2.0, 2: 4.0, 6: 2.0, 12: 2.0, 101: 0.5}
+
+
+def read_mrc_header(path: str | os.PathLike):
+    """The header of an MRC file (a copy), checked against the file it describes.
+
+    Headers from microscope software are often slightly off (machine stamps, map
+    IDs), so those quirks are ignored; what the data depends on is checked: sizes
+    positive and plausible, a real-valued data mode, a file long enough for the data
+    the header promises, finite cell dimensions (the pixel size).
+
+    Raises
+    ------
+    InputError
+        Missing, not an MRC file, or a header that cannot describe this file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "is a folder, not an MRC file" if path.is_dir() else "no such file")
+    header = _raw_header(path)
+    sizes = [int(header.nx), int(header.ny), int(header.nz)]
+    if min(sizes) < 1 or max(sizes) > MAX_IMAGE_SIDE:
+        raise InputError(
+            path, "not an MRC file, or a corrupt header: it claims {}x{}x{} voxels".format(*sizes)
+        )
+    mode = int(header.mode)
+    if mode in (3, 4):
+        raise InputError(path, f"holds complex numbers (MRC mode {mode}), not a real image")
+    if mode not in _REAL_MODES:
+        raise InputError(path, f"not an MRC file, or a corrupt header: unknown data mode {mode}")
+    if int(header.nsymbt) < 0:
+        raise InputError(path, "not an MRC file, or a corrupt header: negative extended header")
+    expected = 1024 + int(header.nsymbt) + int(np.prod(sizes) * _REAL_MODES[mode])
+    actual = path.stat().st_size
+    if actual < expected:
+        raise InputError(
+            path,
+            "is truncated: its header promises {}x{}x{} voxels ({} bytes) but the file has "
+            "{} bytes".format(*sizes, expected, actual),
+        )
+    for axis in ("x", "y", "z"):
+        finite(path, f"cell dimension {axis} (pixel size) in the header", header.cella[axis])
+    return header
+
+
+def _raw_header(path: Path):
+    """The 1024-byte header as mrcfile interprets it, read without trusting its sizes.
+
+    mrcfile allocates the extended header the header claims before reading it (2 GiB
+    for a corrupt ``nsymbt``), so the sizes are checked here first.
+    """
+    from mrcfile import utils
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_DTYPE.itemsize)
+    except OSError as exc:
+        raise InputError(path, f"cannot read the file ({exc.strerror})") from None
+    if len(raw) < HEADER_DTYPE.itemsize:
+        raise InputError(path, f"not an MRC file: {len(raw)} bytes, shorter than a header")
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(()).view(np.recarray).copy()
+    try:
+        order = utils.byte_order_from_machine_stamp(header.machst)
+    except ValueError:
+        order = "<"  # as mrcfile does for odd machine stamps
+    header.dtype = header.dtype.newbyteorder(order)
+    if int(header.mode) not in _REAL_MODES and int(header.mode) not in (3, 4):
+        swapped = header.copy()
+        swapped.dtype = swapped.dtype.newbyteorder()  # a wrong machine stamp, seen in the wild
+        if int(swapped.mode) in _REAL_MODES:
+            header = swapped
+    return header
+
+
+def header_pixel_size(path: str | os.PathLike, header) -> float | None:
+    """The x pixel size in Å of a checked header; ``None`` for the 0 or 1 Å of 'unknown'."""
+    pixel = float(header.cella.x) / max(int(header.mx), 1)
+    if pixel <= 0 or abs(pixel - 1.0) < 1e-6:
+        return None
+    return finite(path, "header pixel size", pixel, *PIXEL_SIZE_RANGE_A, unit=" Å")
 
 
 def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, float | None]:
@@ -38,8 +123,7 @@ def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, f
     import mrcfile
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file")
+    header = read_mrc_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -51,11 +135,9 @@ def read_mrc(path: str | os.PathLike, mmap: bool = False) -> tuple[np.ndarray, f
         mrc.close()
         raise InputError(path, "not an MRC file, or its data block is truncated")
     data = mrc.data if mmap else np.array(mrc.data)
-    voxel = float(mrc.voxel_size.x)
     if not mmap:
         mrc.close()
-    pixel_size = None if voxel <= 0 or abs(voxel - 1.0) < 1e-6 else voxel
-    return data, pixel_size
+    return data, header_pixel_size(path, header)
 
 
 def write_mrc(

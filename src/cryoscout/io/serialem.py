@@ -24,6 +24,14 @@ import numpy as np
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, TileRecord
 from cryoscout.io.atomic import write_text
+from cryoscout.io.validate import (
+    MAX_IMAGE_SIDE,
+    MAX_STAGE_UM,
+    finite,
+    image_side,
+    pixel_size,
+    tile_extent,
+)
 
 STACK_SUFFIXES = (".mrc", ".st", ".map", ".mrcs")
 
@@ -43,9 +51,23 @@ def _read_mdoc(path: Path):
     try:
         return mdocfile.read(path)
     except Exception as exc:  # mdocfile raises ValueError, KeyError, pydantic errors...
-        raise InputError(path, f"not a readable SerialEM .mdoc ({type(exc).__name__})") from None
+        raise InputError(path, f"not a readable SerialEM .mdoc ({_why(exc)})") from None
     finally:
         logger.setLevel(level)
+
+
+def _why(exc: Exception) -> str:
+    """The field and problem of a parsing error, in a few words."""
+    errors = getattr(exc, "errors", None)  # pydantic's ValidationError
+    if callable(errors):
+        try:
+            first = errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ()) if not isinstance(p, int))
+            return f"{field}: {first.get('msg', type(exc).__name__)}"
+        except Exception:  # an unexpected error layout: fall back to the type
+            pass
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
 
 
 def _column(df, name: str) -> list | None:
@@ -78,17 +100,24 @@ def _stack_for(mdoc: Path, image_file: str | None) -> Path:
     return stem.with_name(stem.name + ".mrc")
 
 
-def _stack_shape(stack: Path) -> tuple[int, int] | None:
-    """``(nx, ny)`` from the MRC header; ``None`` when the stack is absent."""
-    if not stack.is_file():
+def _stack_shape(stack: Path) -> tuple[int, int, int] | None:
+    """``(nx, ny, nz)`` from the (checked) MRC header; ``None`` when the stack is absent."""
+    if not stack.exists():
         return None
-    from cryoscout.io.images import mrc_header
+    from cryoscout.io.mrc import read_mrc_header
 
-    try:
-        header = mrc_header(stack)
-        return int(header.nx), int(header.ny)
-    except Exception as exc:
-        raise InputError(stack, f"not a readable MRC file ({exc})") from None
+    header = read_mrc_header(stack)
+    return int(header.nx), int(header.ny), int(header.nz)
+
+
+def _numbers(
+    mdoc: Path, field: str, value, n: int, low: float, high: float, unit: str = ""
+) -> list[float]:
+    """The first ``n`` numbers of an mdoc value (a list, or one number), each checked."""
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if len(values) < n:
+        raise InputError(mdoc, f"{field} needs {n} numbers, found {len(values)} ({value!r})")
+    return [finite(mdoc, field, v, low, high, unit) for v in values[:n]]
 
 
 def read_serialem_montage(path: str | os.PathLike) -> AtlasSource:
@@ -132,20 +161,53 @@ def read_serialem_montage(path: str | os.PathLike) -> AtlasSource:
     nominal = _column(pieces, "PieceCoordinates")
     if nominal is None:
         raise InputError(mdoc, "missing PieceCoordinates: not a montage .mdoc")
-    coords = _column(pieces, "AlignedPieceCoords") or _column(pieces, "AlignedPieceCoordsVS")
-    xy = np.array([c[:2] for c in (coords or nominal)], dtype=float)
+    key = next(
+        (k for k in ("AlignedPieceCoords", "AlignedPieceCoordsVS") if _column(pieces, k)),
+        "PieceCoordinates",
+    )
+    side = (-MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    xy = np.array(
+        [
+            _numbers(mdoc, f"[ZValue = {z}] {key}", c, 2, *side, " px")
+            for z, c in zip(pieces["ZValue"], _column(pieces, key), strict=True)
+        ]
+    )
     xy -= xy.min(axis=0)  # aligned coordinates may start below 0
+    sections = [_section(mdoc, z) for z in pieces["ZValue"]]
+    if len(set(sections)) < len(sections):
+        raise InputError(mdoc, "lists the same [ZValue] section twice")
 
     stack = path if path.suffix.lower() in STACK_SUFFIXES else None
     stack = stack or _stack_for(mdoc, _first(df, "ImageFile"))
-    shape = _stack_shape(stack) or _first(df, "ImageSize")
-    if shape is None:
-        raise InputError(mdoc, "no ImageSize and no image stack: tile size unknown")
-    nx, ny = int(shape[0]), int(shape[1])
+    shape = _stack_shape(stack)
+    if shape is not None:
+        nx, ny, nz = shape
+        if nz != len(sections) or max(sections) >= nz:
+            raise InputError(
+                mdoc,
+                f"lists {len(sections)} pieces (sections up to {max(sections)}) but "
+                f"{stack.name} holds {nz} sections",
+            )
+    else:
+        size = _first(df, "ImageSize")
+        if size is None:
+            raise InputError(mdoc, "no ImageSize and no image stack: tile size unknown")
+        nx, ny = (
+            image_side(mdoc, "ImageSize", v) for v in _numbers(mdoc, "ImageSize", size, 2, *side)
+        )
 
     pixel = _first(pieces, "PixelSpacing") or _first(df, "PixelSpacing")
-    pixel_size = float(pixel) if pixel and float(pixel) > 0 and float(pixel) != 1.0 else None
+    if pixel is not None:
+        pixel = finite(mdoc, "PixelSpacing", pixel)
+    pixel_A = None if not pixel or pixel == 1.0 else pixel_size(mdoc, "PixelSpacing", pixel)
     stage = _column(pieces, "StagePosition")
+    if stage is not None:
+        stage = [
+            _numbers(
+                mdoc, f"[ZValue = {z}] StagePosition", v, 2, -MAX_STAGE_UM, MAX_STAGE_UM, " µm"
+            )
+            for z, v in zip(sections, stage, strict=True)
+        ]
     tiles = [
         TileRecord(
             index=i,
@@ -156,12 +218,18 @@ def read_serialem_montage(path: str | os.PathLike) -> AtlasSource:
             height=ny,
             stage_x_um=None if stage is None else float(stage[i][0]),
             stage_y_um=None if stage is None else float(stage[i][1]),
-            section=int(pieces["ZValue"][i]),
+            section=sections[i],
         )
         for i in range(len(pieces))
     ]
-    montage = (int(np.ceil(xy[:, 1].max())) + ny, int(np.ceil(xy[:, 0].max())) + nx)
-    return AtlasSource("serialem", mdoc, pixel_size, tiles, montage)
+    return AtlasSource("serialem", mdoc, pixel_A, tiles, tile_extent(mdoc, tiles))
+
+
+def _section(mdoc: Path, value) -> int:
+    z = finite(mdoc, "ZValue", value, 0, 10 * MAX_IMAGE_SIDE)
+    if z != int(z):
+        raise InputError(mdoc, f"ZValue {z:g} is not a whole section number")
+    return int(z)
 
 
 def write_serialem_montage(

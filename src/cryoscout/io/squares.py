@@ -20,6 +20,7 @@ from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import KnownSquare
 from cryoscout.io.atomic import atomic_path
 from cryoscout.io.mrc import read_mrc, write_mrc
+from cryoscout.io.runfolder import check_complete
 
 SCORE_COLUMNS = ("brightness", "squareness", "cracking", "contamination", "overall")
 
@@ -161,12 +162,14 @@ def read_extraction(folder: str | os.PathLike) -> ExtractionData:
     Raises
     ------
     cryoscout.errors.InputError
-        When ``squares.csv`` or ``squares.mrcs`` is missing, they disagree in
-        length, or ``labels.csv`` has no ``square_id`` or no score column.
+        When the folder is left by an interrupted run, ``squares.csv`` or
+        ``squares.mrcs`` is missing, they disagree in length, or ``labels.csv``
+        has no ``square_id`` or no score column.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a folder")
+    check_complete(folder, "extraction folder")
     listing = folder / "squares.csv"
     if not listing.is_file() and (folder / "scores.csv").is_file():
         listing = folder / "scores.csv"  # a screen output folder

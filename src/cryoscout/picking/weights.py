@@ -115,11 +115,13 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu"):
     """
     import torch
 
+    from cryoscout.io.runfolder import check_complete
     from cryoscout.picking.unet import ARCHITECTURE, ResUNet3d
 
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
+    check_complete(path.parent, "training run")
     if not path.is_file():
         raise InputError(path, "no such model file (expected model.pt from `cryoscout pick train`)")
     try:

@@ -251,43 +251,53 @@ def explain_extraction(
 ) -> list[Path]:
     """The ``cryoscout explain`` operation: score an extraction folder and draw overlays.
 
-    Writes ``square_<id>.png`` per selected square and ``scores.csv`` (the five
-    predicted scores of every square) into ``out_dir``.
+    Writes ``square_<id>.png`` per selected square (the ID made safe as a file name)
+    ``scores.csv`` (the five predicted scores of every square) and ``config.yaml`` into
+    ``out_dir``,
+    as a whole (:func:`cryoscout.io.runfolder.run_folder`).
 
     Returns
     -------
     list of pathlib.Path
         The PNGs written.
     """
-    from cryoscout.errors import InputError
+    from cryoscout.errors import InputError, stage
     from cryoscout.io.atomic import write_bytes, write_text
+    from cryoscout.io.runfolder import run_folder
     from cryoscout.io.squares import read_extraction
+    from cryoscout.io.validate import safe_filename
     from cryoscout.progress import track
+    from cryoscout.runinfo import write_run_config
     from cryoscout.screening.predict import load_model
 
-    model = load_model(model_dir)  # first: a bad model fails before any work
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "no such extraction folder")
-    extraction = read_extraction(folder)
-    stack, table = extraction.stack, extraction.table
-    pred = model.predict(stack)
-    ids = table["square_id"].to_numpy()
-    try:
-        rows = select_squares(ids, pred.scores["overall"].to_numpy(), squares, top)
-    except ValueError as exc:
-        raise InputError("--squares", str(exc)) from None
-    out_dir = Path(out_dir)
-    scores = pred.scores.copy()
-    scores.insert(0, "square_id", ids)
-    # one colour scale per attribute for every square, so overlays compare
-    ranges = {k: attention_range(v) for k, v in pred.attention.items()}
-    written = []
-    for i in track(rows, "explaining", unit="square"):
-        att = {k: v[i] for k, v in pred.attention.items()}
-        png = explain_figure(
-            stack[i], att, pred.scores.iloc[i].to_dict(), f"square {ids[i]}", ranges
-        )
-        written.append(write_bytes(out_dir / f"square_{ids[i]}.png", png))
-    write_text(out_dir / "scores.csv", scores.to_csv(index=False, float_format="%.3f"))
-    return written
+    out_dir = Path(out_dir).absolute()
+    with run_folder(out_dir) as staging:  # checked before the work; written whole or not
+        model = load_model(model_dir)  # first: a bad model fails before any work
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(folder, "no such extraction folder")
+        extraction = read_extraction(folder)
+        stack, table = extraction.stack, extraction.table
+        with stage("scoring squares", folder):
+            pred = model.predict(stack)
+        ids = table["square_id"].to_numpy()
+        try:
+            rows = select_squares(ids, pred.scores["overall"].to_numpy(), squares, top)
+        except ValueError as exc:
+            raise InputError("--squares", str(exc)) from None
+        scores = pred.scores.copy()
+        scores.insert(0, "square_id", ids)
+        # one colour scale per attribute for every square, so overlays compare
+        ranges = {k: attention_range(v) for k, v in pred.attention.items()}
+        names = []
+        for i in track(rows, "explaining", unit="square"):
+            att = {k: v[i] for k, v in pred.attention.items()}
+            png = explain_figure(
+                stack[i], att, pred.scores.iloc[i].to_dict(), f"square {ids[i]}", ranges
+            )
+            names.append(safe_filename(f"square_{ids[i]}.png"))  # IDs are data: keep them in
+            write_bytes(staging / names[-1], png)
+        write_text(staging / "scores.csv", scores.to_csv(index=False, float_format="%.3f"))
+        record = {"extraction": folder.resolve(), "model": str(model_dir or "default")}
+        write_run_config(staging, {**record, "squares": list(squares or []), "top": top})
+    return [out_dir / name for name in names]

@@ -24,6 +24,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from cryoscout.errors import InputError, stage
 from cryoscout.screening.model import ATTRIBUTE_INDEX, XCryoNet
 
 
@@ -67,16 +68,32 @@ class XCryoNetModule(pl.LightningModule):
         Passed to :class:`~cryoscout.screening.model.XCryoNet`.
     lr
         Adam learning rate of each of the three optimisers.
+    freeze_norm
+        Keep the batch-norm statistics as they are (fine-tuning): with a few
+        dozen labels, a handful of small batches would otherwise replace the
+        statistics learnt on thousands of squares and shift every prediction.
     """
 
     def __init__(
-        self, variant: str = "xcryonet", size: int = 128, width: int = 16, lr: float = 1e-3
+        self,
+        variant: str = "xcryonet",
+        size: int = 128,
+        width: int = 16,
+        lr: float = 1e-3,
+        freeze_norm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = XCryoNet(variant, size, width)
         self.lr = lr
+        self.freeze_norm = freeze_norm
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.freeze_norm:  # Lightning puts the module in train mode each epoch
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def configure_optimizers(self):
         groups = self.net.parameter_groups()
@@ -322,7 +339,9 @@ def train_run(
 ) -> dict:
     """The ``cryoscout train`` operation: read, split, train, evaluate, save.
 
-    Writes into ``run_dir``: ``model.pt`` (see :func:`cryoscout.screening.predict.save_model`),
+    Writes into ``run_dir`` (marked ``INCOMPLETE`` until the run ends, see
+    :func:`cryoscout.io.runfolder.resumable_run_folder`): ``model.pt``
+    (see :func:`cryoscout.screening.predict.save_model`),
     ``config.yaml`` (version, command line, options, data and split sizes, test error),
     ``metrics.csv`` (Lightning's CSV log) and ``checkpoints/last.ckpt``.
 
@@ -350,88 +369,94 @@ def train_run(
     dict
         What was recorded in ``config.yaml``.
     """
-    from cryoscout.errors import InputError
+    from cryoscout.io.runfolder import resumable_run_folder
     from cryoscout.runinfo import write_run_config
     from cryoscout.screening.data import load_screening_data, make_split, training_dataset
     from cryoscout.screening.predict import save_model
 
     run_dir = Path(run_dir)
-    start = None
-    if init is not None:
-        from cryoscout.screening.predict import load_model
+    # Checkpoints stay in place for --resume; INCOMPLETE marks the folder until the end.
+    with resumable_run_folder(run_dir, resume=resume is not None):
+        start = None
+        if init is not None:
+            from cryoscout.screening.predict import load_model
 
-        start = load_model(None if str(init) == "default" else init)
-        variant, size = start.variant, start.size
-        width, normalisation = int(start.meta["width"]), start.meta["normalisation"]
-    data = load_screening_data(folders, size=size, normalisation=normalisation)
-    if not data.labeled.any():
-        raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
-    big = len(data)
-    split = make_split(
-        data,
-        n_labeled=big if n_labeled < 0 else n_labeled,
-        n_unlabeled=big if n_unlabeled < 0 else n_unlabeled,
-        seed=seed,
-        test_fraction=test_fraction,
-    )
-    if len(split.labeled) == 0:
-        raise InputError(folders[0], "too few labeled squares to train on after holding out tests")
-    semi = len(split.unlabeled) > 0
-    train_set = training_dataset(data, split, semi_supervised=semi, augment=augment, seed=seed)
-    val_set = None
-    if len(split.test):
-        from cryoscout.screening.data import SquareDataset
-
-        val_set = SquareDataset(data.images[split.test], data.labels[split.test])
-    pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
-    module = XCryoNetModule(variant, size=size, width=width, lr=lr)
-    before = {}
-    if start is not None:
-        module.net.load_state_dict(start.net.state_dict())
+            start = load_model(None if str(init) == "default" else init)
+            variant, size = start.variant, start.size
+            width, normalisation = int(start.meta["width"]), start.meta["normalisation"]
+        data = load_screening_data(folders, size=size, normalisation=normalisation)
+        if not data.labeled.any():
+            raise InputError(folders[0], "no labeled squares (labels.csv missing or empty)")
+        big = len(data)
+        split = make_split(
+            data,
+            n_labeled=big if n_labeled < 0 else n_labeled,
+            n_unlabeled=big if n_unlabeled < 0 else n_unlabeled,
+            seed=seed,
+            test_fraction=test_fraction,
+        )
+        if len(split.labeled) == 0:
+            raise InputError(
+                folders[0], "too few labeled squares to train on after holding out tests"
+            )
+        semi = len(split.unlabeled) > 0
+        train_set = training_dataset(data, split, semi_supervised=semi, augment=augment, seed=seed)
+        val_set = None
         if len(split.test):
-            before = evaluate(module.net, data.images[split.test], data.labels[split.test])
-        module.net.train()
-    fit(
-        module,
-        train_set,
-        run_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        val_set=val_set,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        resume=resume,
-        progress=progress,
-        callbacks=callbacks,
-    )
-    net = module.net.cpu().eval()
-    test_mad = (
-        evaluate(net, data.images[split.test], data.labels[split.test]) if len(split.test) else {}
-    )
-    record = {
-        "variant": variant,
-        "supervision": "SS" if semi else "FS",
-        "size": size,
-        "width": width,
-        "normalisation": normalisation,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "augment": augment is not None,
-        "data": [str(f) for f in folders],
-        "n_labeled": len(split.labeled),
-        "n_unlabeled": len(split.unlabeled),
-        "n_test": len(split.test),
-        "test_mean_abs_diff": test_mad,
-    }
-    if init is not None:
-        record["init"] = str(init)
-        record["test_mean_abs_diff_before"] = before
-    if module.trainer is None or module.trainer.is_global_zero:
-        save_model(run_dir / "model.pt", net, normalisation, training=record)
-        write_run_config(run_dir, record)
+            from cryoscout.screening.data import SquareDataset
+
+            val_set = SquareDataset(data.images[split.test], data.labels[split.test])
+        pl.seed_everything(seed, workers=True, verbose=False)  # the initial weights too
+        module = XCryoNetModule(
+            variant, size=size, width=width, lr=lr, freeze_norm=start is not None
+        )
+        before = {}
+        if start is not None:
+            module.net.load_state_dict(start.net.state_dict())
+            if len(split.test):
+                before = evaluate(module.net, data.images[split.test], data.labels[split.test])
+            module.net.train()
+        with stage("training", run_dir):  # names the run in an unexpected error
+            fit(
+                module,
+                train_set,
+                run_dir,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                val_set=val_set,
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                precision=precision,
+                resume=resume,
+                progress=progress,
+                callbacks=callbacks,
+            )
+        net = module.net.cpu().eval()
+        test = split.test
+        test_mad = evaluate(net, data.images[test], data.labels[test]) if len(test) else {}
+        record = {
+            "variant": variant,
+            "supervision": "SS" if semi else "FS",
+            "size": size,
+            "width": width,
+            "normalisation": normalisation,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "augment": augment is not None,
+            "data": [str(f) for f in folders],
+            "n_labeled": len(split.labeled),
+            "n_unlabeled": len(split.unlabeled),
+            "n_test": len(split.test),
+            "test_mean_abs_diff": test_mad,
+        }
+        if init is not None:
+            record["init"] = str(init)
+            record["test_mean_abs_diff_before"] = before
+        if module.trainer is None or module.trainer.is_global_zero:
+            save_model(run_dir / "model.pt", net, normalisation, training=record)
+            write_run_config(run_dir, record)
     return record

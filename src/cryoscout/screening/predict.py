@@ -190,11 +190,13 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
     """
     import torch
 
+    from cryoscout.io.runfolder import check_complete
     from cryoscout.screening.model import XCryoNet
 
     path = DEFAULT_MODEL if run_dir is None else Path(run_dir)
     if path.is_dir():
         path = path / "model.pt"
+    check_complete(path.parent, "training run")
     if not path.is_file():
         raise InputError(path, "no such model file (train one with `cryoscout train`)")
     try:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from cryoscout.errors import InputError
+from cryoscout.errors import InputError, stage
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _id_text(value: Any) -> str:
 
 
 def screen(
-    input_path: str | os.PathLike,
+    input_path: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     model_dir: str | os.PathLike | None = None,
     top_k: int = 20,
@@ -163,9 +163,11 @@ def screen(
     ----------
     input_path
         An EPU ``Atlas.dm`` (or its folder), a SerialEM montage (.mrc + .mdoc)
-        or a single stitched image (.mrc, .tif, .png).
+        or a single stitched image (.mrc, .tif, .png); ``None`` screens the built-in
+        example atlas (:func:`make_example_atlas`), simulated into ``out_dir/example_atlas``.
     out_dir
-        Output folder (created). Receives ``scores.csv``, ``squares.mrcs``,
+        Output folder, written whole or not at all (:func:`cryoscout.io.runfolder.run_folder`;
+        an earlier screen there is replaced). Receives ``scores.csv``, ``squares.mrcs``,
         ``overview.png``, ``report.html``, ``targets.csv``, ``targets.nav``
         (when the input carries stage positions) and ``config.yaml``.
     model_dir
@@ -190,44 +192,57 @@ def screen(
     InputError
         For an input, model or option a user can fix.
     """
+    from cryoscout.io.runfolder import run_folder
     from cryoscout.screening.predict import load_model
 
     if top_k < 0:
         raise InputError("--top-k", "must be 0 or more")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder")
-    # The model first: a corrupt or incompatible model fails before minutes of extraction.
-    model = load_model(model_dir)
-    size = size or model.size
+    out_dir = Path(out_dir).absolute()
+    # The output folder and the model first: both fail before minutes of extraction.
+    with run_folder(out_dir) as folder:
+        model = load_model(model_dir)
+        size = size or model.size
 
-    from cryoscout.atlas.extract import extract_squares
-    from cryoscout.atlas.stitch import stitch
-    from cryoscout.io.atlas_reader import open_atlas
+        from cryoscout.atlas.extract import extract_squares
+        from cryoscout.atlas.stitch import stitch
+        from cryoscout.io.atlas_reader import open_atlas
 
-    log.info("reading %s", input_path)
-    source = open_atlas(input_path, pixel_size_A=pixel_size_A)
-    montage = stitch(source)
-    extraction = extract_squares(montage, size=size)
-    config = {
-        "input": str(Path(input_path).resolve()),
-        "format": source.format,
-        "model": str(Path(model_dir).resolve()) if model_dir else "default",
-        "top_k": top_k,
-        "size": size,
-        "pixel_size_A": pixel_size_A,
-    }
-    return screen_extraction(
-        extraction,
-        montage,
-        model,
-        out_dir,
-        top_k=top_k,
-        input_path=input_path,
-        model_name=f"{model.variant} ({model_dir or 'default model shipped with cryoscout'})",
-        config=config,
-        detail_k=detail_k,
-    )
+        if input_path is None:
+            log.info("simulating the example atlas into %s", out_dir / "example_atlas")
+            make_example_atlas(folder / "example_atlas")
+            input_path = out_dir / "example_atlas" / "Atlas.dm"  # where it will be
+            source_path = folder / "example_atlas" / "Atlas.dm"
+        else:
+            source_path = input_path
+        log.info("reading %s", input_path)
+        source = open_atlas(source_path, pixel_size_A=pixel_size_A)
+        with stage("stitching", input_path):
+            montage = stitch(source)
+        with stage("extracting squares", input_path):
+            extraction = extract_squares(montage, size=size)
+        config = {
+            "input": str(Path(input_path).resolve()),
+            "format": source.format,
+            "model": str(Path(model_dir).resolve()) if model_dir else "default",
+            "top_k": top_k,
+            "size": size,
+            "pixel_size_A": pixel_size_A,
+        }
+        result = screen_extraction(
+            extraction,
+            montage,
+            model,
+            folder,
+            top_k=top_k,
+            input_path=input_path,
+            model_name=f"{model.variant} ({model_dir or 'default model shipped with cryoscout'})",
+            config=config,
+            detail_k=detail_k,
+        )
+    # The staging folder is now the output folder: report where the files are.
+    result.out_dir = out_dir
+    result.files = {k: out_dir / p.relative_to(folder) for k, p in result.files.items()}
+    return result
 
 
 def screen_extraction(
@@ -275,7 +290,8 @@ def screen_extraction(
     if len(table) == 0:
         raise InputError(input_path, "no grid squares found, so there is nothing to screen")
     log.info("scoring %d squares", len(table))
-    predictions = model.predict(stack)
+    with stage("scoring squares", input_path):
+        predictions = model.predict(stack)
     scores = rank_squares(table, predictions.scores)
     targets = select_targets(scores, top_k)
     has_stage = montage.px_to_stage is not None

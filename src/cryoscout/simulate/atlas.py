@@ -50,6 +50,7 @@ import pandas as pd
 
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import KnownSquare, Montage
+from cryoscout.io.validate import check_memory
 from cryoscout.progress import track
 from cryoscout.simulate.defects import DefectRates, SquareDefects, render_defects, sample_defects
 from cryoscout.simulate.grid import (
@@ -189,6 +190,12 @@ class AtlasConfig:
                 raise InputError(f"--{name}", f"{problem} (got {getattr(self, name, None)})")
         if self.mesh_diameter_mm > self.grid_diameter_mm:
             raise InputError("--mesh-diameter-mm", "must not exceed the grid diameter")
+        # About ten float32/int32 montage-sized arrays live at once while simulating.
+        step = self.tile_size * (1 - self.overlap)
+        side_x = self.tile_size + step * (self.tiles_x - 1)
+        side_y = self.tile_size + step * (self.tiles_y - 1)
+        what = f"a {side_x:.0f} x {side_y:.0f} px atlas ({self.tiles_x}x{self.tiles_y} tiles)"
+        check_memory("--tiles", what, 40.0 * side_x * side_y)
 
 
 @dataclass

@@ -263,8 +263,12 @@ def simulate_tomogram(
     >>> sim.tomogram.shape
     (64, 128, 128)
     """
+    from cryoscout.io.validate import check_memory
     from cryoscout.simulate.tomo_imaging import image_tilt_series, weighted_backprojection
 
+    # Density, labels, occupancy, the reconstruction and its temporaries: ~48 bytes a voxel.
+    nz, ny, nx = config.shape
+    check_memory("--shape", f"a {nx} x {ny} x {nz} voxel tomogram", 48.0 * nx * ny * nz)
     rng = np.random.default_rng(seed)
     if config.templates:
         templates = [

@@ -5,7 +5,7 @@ import { api, url } from "./api.js";
 import { labelState, labeler, setLabel, undo } from "./labels.js";
 import { ATTR_INFO, ATTRS, KEY_TO_ATTR, colorFor, fmt } from "./scores.js";
 import { spriteTile } from "./sprite.js";
-import { atlasById, emit, on, select, selectedSquare, state } from "./state.js";
+import { atlasById, emit, on, selectedSquare, state } from "./state.js";
 import { toggleTarget } from "./targets.js";
 import { fmtTime, h, isTyping } from "./ui.js";
 
@@ -253,4 +253,3 @@ on("labels", ({ atlasId, squareId }) => {
 on("squares", refreshPanels);
 on("targets-changed", refreshPanels);
 
-export { select };

@@ -72,5 +72,5 @@ export function jobRow(job, { onCancel, onResume } = {}) {
       onCancel && ACTIVE.has(job.state) ? h("button", { type: "button", style: { marginLeft: "8px" }, onclick: () => onCancel(job) }, "Cancel") : null,
       onResume && job.resumable && ["interrupted", "cancelled"].includes(job.state)
         ? h("button", { type: "button", style: { marginLeft: "8px" }, onclick: () => onResume(job) }, "Resume") : null),
-    job.message ? h("span", { class: "msg" }, job.message) : null);
+    job.message && job.message !== job.state ? h("span", { class: "msg" }, job.message) : null);
 }

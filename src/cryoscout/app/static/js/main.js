@@ -88,11 +88,10 @@ async function start() {
     if (e.target.tagName === "SELECT" && e.target.closest(".toolbar")) e.target.blur();
   });
   try {
-    const project = await loadProject();
+    const [project] = await Promise.all([loadProject(), loadAtlases(), loadModels()]);
     initLabeler(project.labeler);
     $("#project-name").textContent = `${project.name} · ${project.path}`;
     document.title = `cryoscout · ${project.name}`;
-    await Promise.all([loadAtlases(), loadModels()]);
   } catch (err) {
     toast(`Project not loaded: ${err.message}`, true);
   }

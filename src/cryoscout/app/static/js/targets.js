@@ -8,6 +8,7 @@ import { atlasById, emit, loadSquares, on, readyAtlases, select, state } from ".
 import { $, fillSelect, h, toast } from "./ui.js";
 
 let current = null; // the last targets reply of the shown atlas
+let modelChosen = false; // the user picked a model in this view
 
 function applyTargets(atlasId, reply) {
   const data = state.squares.get(atlasId);
@@ -20,7 +21,17 @@ function applyTargets(atlasId, reply) {
 
 /** Add a square to its atlas's targets or remove it (by hand). */
 export async function toggleTarget(sq) {
-  const body = { atlas_id: sq.atlas_id };
+  // Keep the atlas's stored top-k: a POST without it would reset it.
+  let topK = current && current.atlasId === sq.atlas_id ? current.top_k : null;
+  if (topK === null) {
+    try {
+      topK = (await api(`/api/atlases/${sq.atlas_id}/targets`)).top_k;
+    } catch (err) {
+      toast(`Targets not changed: ${err.message}`, true);
+      return;
+    }
+  }
+  const body = { atlas_id: sq.atlas_id, top_k: topK };
   if (sq.target) body.remove = [sq.square_id];
   else body.add = [sq.square_id];
   const model = $("#targets-model").value;
@@ -46,15 +57,18 @@ function setLinks(atlasId) {
   if (!atlasId) return;
   const atlas = atlasById(atlasId);
   const stem = atlas ? atlas.name : `atlas${atlasId}`;
-  nav.href = url(`/api/atlases/${atlasId}/targets.nav`);
+  // The files of the list shown: the chosen model's ranking.
+  const model = $("#targets-model").value;
+  const q = model ? `?model=${model}` : "";
+  nav.href = url(`/api/atlases/${atlasId}/targets.nav${q}`);
   nav.setAttribute("download", `${stem}_targets.nav`);
-  csv.href = url(`/api/atlases/${atlasId}/targets.csv`);
+  csv.href = url(`/api/atlases/${atlasId}/targets.csv${q}`);
   csv.setAttribute("download", `${stem}_targets.csv`);
   report.href = url(`/api/atlases/${atlasId}/report.html`);
 }
 
 function show(atlasId, reply) {
-  current = reply;
+  current = { ...reply, atlasId };
   const tbody = $("#targets-table tbody");
   const data = state.squares.get(atlasId);
   const added = new Set(reply.added || []);
@@ -72,7 +86,8 @@ function show(atlasId, reply) {
     (reply.removed && reply.removed.length ? ` − ${reply.removed.length} removed by hand` : "");
   tbody.replaceChildren(...reply.targets.map((t) => {
     const sq = data ? data.byId.get(t.square_id) : null;
-    const sc = sq ? sq.scores : t;
+    // Scores of the chosen model (the reply's), not necessarily the current one.
+    const sc = t.overall !== undefined ? t : sq ? sq.scores : {};
     const source = t.source || (added.has(t.square_id) ? "added" : "top-k");
     return h("tr", { class: "clickable", "data-square": t.square_id,
       onclick: () => { select(atlasId, t.square_id); location.hash = `#/squares/${atlasId}`; } },
@@ -90,7 +105,8 @@ function show(atlasId, reply) {
 }
 
 async function removeById(atlasId, squareId) {
-  const reply = await api("/api/targets", { method: "POST", body: { atlas_id: atlasId, remove: [squareId] } });
+  const body = { atlas_id: atlasId, top_k: current.top_k, remove: [squareId] };
+  const reply = await api("/api/targets", { method: "POST", body });
   applyTargets(atlasId, reply);
   show(atlasId, reply);
 }
@@ -114,11 +130,10 @@ export function fillTargetSelects() {
   const atl = readyAtlases();
   fillSelect($("#targets-atlas"), atl.map((a) => [a.id, a.name]),
     state.selection ? state.selection.atlasId : undefined);
-  fillSelect($("#targets-model"), state.models.map((m) => [m.id, `v${m.id} ${m.name}${m.current ? " (current)" : ""}`]));
-  if (!$("#targets-model").value) {
-    const cur = state.models.find((m) => m.current);
-    if (cur) $("#targets-model").value = String(cur.id);
-  }
+  // The current model unless the user chose another one here.
+  const cur = state.models.find((m) => m.current);
+  fillSelect($("#targets-model"), state.models.map((m) => [m.id, `v${m.id} ${m.name}${m.current ? " (current)" : ""}`]),
+    modelChosen ? undefined : cur ? cur.id : undefined);
 }
 
 export function initTargets() {
@@ -138,7 +153,10 @@ export function initTargets() {
     }
   });
   $("#targets-atlas").addEventListener("change", () => refreshTargets().catch((e) => toast(e.message, true)));
-  $("#targets-model").addEventListener("change", () => refreshTargets().catch((e) => toast(e.message, true)));
+  $("#targets-model").addEventListener("change", () => {
+    modelChosen = true;
+    refreshTargets().catch((e) => toast(e.message, true));
+  });
   on("atlases", fillTargetSelects);
   on("models", fillTargetSelects);
 }

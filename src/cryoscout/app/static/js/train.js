@@ -30,13 +30,36 @@ function errCell(err, other, isAfter) {
 function renderModels() {
   const tbody = $("#models-table tbody");
   tbody.replaceChildren(...state.models.slice().reverse().map((m) => h("tr", { "data-model": m.id },
-    h("td", { class: "left" }, h("b", {}, `v${m.id}`), ` ${m.name}`),
-    h("td", { class: "left" }, fmtTime(m.created)),
-    h("td", {}, m.n_labeled ? `${m.n_labeled}${m.n_test ? ` (+${m.n_test} held out)` : ""}` : "–"),
+    h("td", { class: "left" }, h("b", {}, `v${m.id}`), ` ${m.name} `,
+      m.current ? h("span", { class: "chip", style: { background: "#2456a6" } }, "current") : ""),
+    h("td", { class: "left", title: m.path || "shipped with cryoscout" }, fmtTime(m.created)),
+    h("td", {}, m.n_labeled ? `${m.n_labeled} + ${m.n_test || 0}` : "–"),
     errCell(m.error_before, null, false),
     errCell(m.error_after, m.error_before, true),
-    h("td", { class: "left" }, m.current ? h("b", {}, "current") : ""),
-    h("td", {}, m.current ? "" : h("button", { type: "button", onclick: () => activate(m) }, "Use")))));
+    h("td", {}, m.current ? "" : h("button", { type: "button", title: "Make this the current model (rescores the atlases)", onclick: () => activate(m) }, "Use")))));
+  renderErrorDetail();
+}
+
+/** Per-attribute held-out error of the newest trained model, before and after. */
+function renderErrorDetail() {
+  const box = $("#model-errors");
+  const m = state.models.slice().reverse().find((x) => x.error_after);
+  if (!m) {
+    box.replaceChildren();
+    return;
+  }
+  box.replaceChildren(
+    h("h3", {}, `Held-out error by score, v${m.id} against its parent v${m.parent ?? "?"}`),
+    h("table", { class: "data" },
+      h("thead", {}, h("tr", {}, h("th", { class: "left" }, "score"), h("th", {}, "before"), h("th", {}, "after"), h("th", {}, "change"))),
+      h("tbody", {}, ATTRS.map((a) => {
+        const b = m.error_before ? m.error_before[a] : null;
+        const af = m.error_after[a];
+        const d = Number.isFinite(b) && Number.isFinite(af) ? af - b : null;
+        return h("tr", {}, h("td", { class: "left" }, attrLabel(a)), h("td", {}, fmt(b, 2)), h("td", {}, fmt(af, 2)),
+          h("td", { class: d === null ? "" : d < 0 ? "err-better" : d > 0 ? "err-worse" : "" }, d === null ? "–" : `${d > 0 ? "+" : ""}${d.toFixed(2)}`));
+      }))),
+    h("p", { class: "hint" }, `${m.n_test} labeled squares held out of this training; ${m.n_labeled} labeled and ${m.n_unlabeled ?? "?"} unlabeled squares trained on.`));
 }
 
 async function activate(m) {
@@ -48,6 +71,75 @@ async function activate(m) {
   } catch (err) {
     toast(err.message, true);
   }
+}
+
+// Friendly names of the metrics the training module logs once per epoch.
+const METRIC_NAMES = {
+  "train/loss_primary_sup": "primary (labels)",
+  "train/loss_primary_rec": "primary (reconstr.)",
+  "train/loss_attr_sup": "attention (labels)",
+  "train/loss_attr_rec": "attention (reconstr.)",
+  "train/loss_fusion": "fusion (labels)",
+  "val/mad_overall": "overall",
+  "val/mad_mean": "mean of the five",
+};
+const COLOURS = ["#2456a6", "#c2410c", "#1f7a44", "#7b3fb0", "#b8860b", "#0e7490", "#be185d"];
+
+function metricKeys(losses) {
+  const keys = new Set();
+  for (const p of losses) for (const [k, v] of Object.entries(p)) if (typeof v === "number" && k !== "epoch" && k !== "step") keys.add(k);
+  return [...keys];
+}
+
+function chart(ctx, box, title, losses, keys) {
+  const { x0, y0, w, h } = box;
+  const pad = { l: 40, r: 8, t: 18, b: 20 };
+  ctx.fillStyle = "#1d2330";
+  ctx.font = "600 12px system-ui, sans-serif";
+  ctx.fillText(title, x0 + pad.l, y0 + 12);
+  ctx.font = "11px system-ui, sans-serif";
+  const xs = losses.map((p, i) => (p.epoch ?? i) + 1);
+  const vals = keys.flatMap((k) => losses.map((p) => p[k]).filter((v) => Number.isFinite(v)));
+  if (!vals.length) return;
+  const ymax = Math.max(1e-6, ...vals) * 1.1;
+  const xmax = Math.max(2, ...xs);
+  const legendH = 8 + 14 * Math.ceil(keys.length / 2);
+  const plotB = y0 + h - pad.b - legendH;
+  const X = (x) => x0 + pad.l + ((x - 1) / (xmax - 1)) * (w - pad.l - pad.r);
+  const Y = (y) => plotB - (y / ymax) * (plotB - y0 - pad.t);
+  ctx.strokeStyle = "#dde1e7";
+  ctx.lineWidth = 1;
+  for (let i = 0; i <= 3; i++) {
+    const y = (ymax * i) / 3;
+    ctx.beginPath(); ctx.moveTo(x0 + pad.l, Y(y)); ctx.lineTo(x0 + w - pad.r, Y(y)); ctx.stroke();
+    ctx.fillStyle = "#5d6675";
+    ctx.fillText(y.toFixed(2), x0 + 4, Y(y) + 4);
+  }
+  ctx.textAlign = "center";
+  for (let e = 1; e <= xmax; e++) if (xmax <= 12 || e % Math.ceil(xmax / 12) === 0) ctx.fillText(String(e), X(e), plotB + 13);
+  ctx.textAlign = "start";
+  keys.forEach((k, j) => {
+    const colour = COLOURS[j % COLOURS.length];
+    ctx.strokeStyle = colour;
+    ctx.fillStyle = colour;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    let started = false;
+    losses.forEach((p, i) => {
+      const v = p[k];
+      if (!Number.isFinite(v)) return;
+      if (!started) { ctx.moveTo(X(xs[i]), Y(v)); started = true; } else ctx.lineTo(X(xs[i]), Y(v));
+    });
+    ctx.stroke();
+    losses.forEach((p, i) => {
+      if (Number.isFinite(p[k])) { ctx.beginPath(); ctx.arc(X(xs[i]), Y(p[k]), 2.5, 0, 2 * Math.PI); ctx.fill(); }
+    });
+    const lx = x0 + pad.l + (j % 2) * ((w - pad.l) / 2);
+    const ly = plotB + 28 + Math.floor(j / 2) * 14;
+    ctx.fillRect(lx, ly - 7, 12, 3);
+    ctx.fillStyle = "#1d2330";
+    ctx.fillText(METRIC_NAMES[k] || k, lx + 16, ly - 2);
+  });
 }
 
 function drawLosses(job) {
@@ -63,45 +155,12 @@ function drawLosses(job) {
   const ctx = c.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, ht);
-  const pad = { l: 44, r: 12, t: 22, b: 26 };
-  const xs = losses.map((p, i) => p.step ?? i);
-  const series = [
-    { key: "loss", label: "training loss", colour: "#2456a6" },
-    { key: "val_mad", label: "held-out error (0-4)", colour: "#c2410c" },
-  ].filter((s) => losses.some((p) => p[s.key] !== null && p[s.key] !== undefined));
-  const all = series.flatMap((s) => losses.map((p) => p[s.key]).filter((v) => v !== null && v !== undefined));
-  const ymax = Math.max(1e-6, ...all) * 1.08;
-  const xmin = Math.min(...xs);
-  const xmax = Math.max(xmin + 1, ...xs);
-  const X = (x) => pad.l + ((x - xmin) / (xmax - xmin)) * (w - pad.l - pad.r);
-  const Y = (y) => ht - pad.b - (y / ymax) * (ht - pad.t - pad.b);
-  ctx.strokeStyle = "#dde1e7";
-  ctx.fillStyle = "#5d6675";
-  ctx.font = "11px system-ui, sans-serif";
-  for (let i = 0; i <= 4; i++) {
-    const y = (ymax * i) / 4;
-    ctx.beginPath(); ctx.moveTo(pad.l, Y(y)); ctx.lineTo(w - pad.r, Y(y)); ctx.stroke();
-    ctx.fillText(y.toFixed(2), 6, Y(y) + 4);
-  }
-  ctx.fillText("step", w - pad.r - 26, ht - 8);
-  let lx = pad.l;
-  for (const s of series) {
-    ctx.strokeStyle = s.colour;
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    let started = false;
-    losses.forEach((p, i) => {
-      const v = p[s.key];
-      if (v === null || v === undefined) return;
-      if (!started) { ctx.moveTo(X(xs[i]), Y(v)); started = true; } else ctx.lineTo(X(xs[i]), Y(v));
-    });
-    ctx.stroke();
-    ctx.fillStyle = s.colour;
-    ctx.fillRect(lx, 8, 12, 3);
-    ctx.fillStyle = "#1d2330";
-    ctx.fillText(s.label, lx + 16, 13);
-    lx += ctx.measureText(s.label).width + 36;
-  }
+  const keys = metricKeys(losses);
+  const train = keys.filter((k) => !k.startsWith("val"));
+  const val = keys.filter((k) => k.startsWith("val"));
+  const half = val.length ? w / 2 : w;
+  chart(ctx, { x0: 0, y0: 0, w: half - 6, h: ht }, "Training losses by epoch", losses, train);
+  if (val.length) chart(ctx, { x0: half + 6, y0: 0, w: half - 6, h: ht }, "Validation error (0-4) by epoch", losses, val);
 }
 
 function renderJob() {

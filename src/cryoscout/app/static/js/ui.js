@@ -50,7 +50,7 @@ export function fmtTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  return d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
+  return d.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
 /** Fill a <select> with [value, text] pairs, keeping the current choice when it still exists. */
