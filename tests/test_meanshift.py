@@ -62,6 +62,9 @@ def test_min_size_drops_speckle_and_classes_restricts_the_voxels():
     assert len(meanshift_picks(labels, radius=4.0, classes=[1])) == 2
     kept = meanshift_picks(labels, radius=4.0, classes=[1], min_size=5)
     assert len(kept) == 1 and kept["class"].iloc[0] == 1
+    # A class asked for but absent from the map (a network that never predicts it).
+    absent = meanshift_picks(labels, radius=4.0, classes=[1, 2, 5], min_size=5)
+    assert sorted(absent["class"]) == [1, 2]
 
 
 def test_deepfinder_method_is_sklearn_meanshift_with_bin_seeding_and_mean_bandwidth():

@@ -108,7 +108,7 @@ def meanshift_picks(
             ms = MeanShift(bandwidth=bw, bin_seeding=bin_seeding, n_jobs=n_jobs).fit(pts)
             n_clusters = len(ms.cluster_centers_)
             # Majority vote per cluster; a tie goes to the lowest class, as in DeepFinder.
-            lut = np.zeros(int(class_map.max()) + 1, np.int64)
+            lut = np.zeros(max(int(class_map.max()), max(wanted)) + 1, np.int64)
             lut[wanted] = np.arange(len(wanted))
             votes = np.zeros((n_clusters, len(wanted)), np.int64)
             np.add.at(votes, (ms.labels_, lut[class_map[keep]]), 1)
