@@ -362,6 +362,13 @@ def test_training_creates_a_model_version_and_rescores(client, project_dir, atla
     assert len(models) == 2 and new["current"] and new["parent"] == 1
     assert new["n_test"] > 0 and set(new["error_before"]) == set(new["error_after"])
     assert all(0 <= v <= 4 for v in new["error_after"].values())
+    # Fine-tuning keeps the shipped model's batch-norm statistics (few labels, small batches).
+    from cryoscout.screening.predict import load_model
+
+    tuned, shipped = load_model(new["path"]).net.state_dict(), load_model(None).net.state_dict()
+    stats = [k for k in shipped if k.endswith("running_mean")]
+    assert stats and all(np.array_equal(tuned[k], shipped[k]) for k in stats)
+    assert any(not np.array_equal(tuned[k], shipped[k]) for k in shipped if k.endswith("weight"))
     # The rescoring job scores the atlas with the new version.
     rescore = next(j for j in client.get("/api/jobs").json() if j["kind"] == "rescore")
     assert wait_job(client, rescore["id"])["state"] == "done"
