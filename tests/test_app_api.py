@@ -158,7 +158,13 @@ def test_token_is_required_off_loopback(project_dir):
         assert c.get("/api/project", headers={"X-Cryoscout-Token": "wrong"}).status_code == 401
         assert c.get("/", params={"token": "s3cret"}).status_code in (200, 404)
         assert c.get("/api/project", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert c.get("/api/atlases/1/overview.png?token=s3cret").status_code == 200
+        assert c.get("/api/atlases?token=s3cret").status_code == 200
+        # Once a request carried the token, the page's scripts load through a cookie.
+        assert c.get("/static/app.css").status_code == 200
+    with TestClient(app) as fresh:
+        assert fresh.get("/static/app.css").status_code == 401
+        fresh.cookies.set("cryoscout_token", "wrong")
+        assert fresh.get("/static/app.css").status_code == 401
 
 
 def label(client, square_id, attribute="overall", value=3, labeler="alice", atlas_id=1):
