@@ -420,6 +420,9 @@ def test_targets_nav_parses_and_follows_hand_edits(client, tmp_path):
     assert len(items) == len(chosen)
     csv = pd.read_csv(__import__("io").StringIO(client.get("/api/atlases/1/targets.csv").text))
     assert list(csv["square_id"]) == chosen
+    old_csv = client.get("/api/atlases/1/targets.csv?model=1").text
+    old_ids = list(pd.read_csv(__import__("io").StringIO(old_csv))["square_id"])
+    assert old_ids == [x["square_id"] for x in by_default]
     xyz = [float(v) for v in items[0]["StageXYZ"].split()]
     assert xyz[:2] == pytest.approx([csv["stage_x_um"][0], csv["stage_y_um"][0]], abs=1e-3)
 

@@ -379,8 +379,8 @@ def create_app(
         return targets_json(t)
 
     @app.get("/api/atlases/{atlas_id}/targets.csv")
-    def targets_csv(atlas_id: int):
-        t = proj().targets(atlas_id)["targets"]
+    def targets_csv(atlas_id: int, model: int | None = None):
+        t = proj().targets(atlas_id, model_id=model)["targets"]
         return Response(
             t.to_csv(index=False, float_format="%.4f"),
             media_type="text/csv",
@@ -388,9 +388,9 @@ def create_app(
         )
 
     @app.get("/api/atlases/{atlas_id}/targets.nav")
-    def targets_nav(atlas_id: int):
+    def targets_nav(atlas_id: int, model: int | None = None):
         return PlainTextResponse(
-            proj().targets_nav(atlas_id),
+            proj().targets_nav(atlas_id, model),
             headers={"Content-Disposition": 'attachment; filename="targets.nav"'},
         )
 
