@@ -79,6 +79,26 @@ DOMAINS = {
         **_SAMPLE,
     },
 }
+# One factor of domain B at a time on top of domain A (stage ``ablate``): which one costs F1.
+FACTORS = {
+    "snr 0.05": {"snr": 0.05},
+    "noise rising (+1)": {"noise_slope": 1.0},
+    "noise falling (-1)": {"noise_slope": -1.0},
+    "CTF (5 µm, 1 µm astig., gradient)": {
+        "defocus_um": 5.0,
+        "astigmatism_um": 1.0,
+        "astigmatism_angle_deg": 30.0,
+        "defocus_gradient": True,
+    },
+    "distractors (proteins, gold, vesicles)": {
+        "n_distractors": 30,
+        "n_fiducials": 4,
+        "n_membranes": 2,
+    },
+    "outside material": {"outside_material": True},
+    "alignment errors (1 px, 0.5°)": {"alignment_shift_px": 1.0, "alignment_rotation_deg": 0.5},
+    "units x37 + 512": {"intensity_scale": 37.0, "intensity_offset": 512.0},
+}
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
 SEED_BASE = {"A": 1000, "B": 2000, "C": 3000}
@@ -87,7 +107,7 @@ SEED_BASE = {"A": 1000, "B": 2000, "C": 3000}
 def _config(domain: str, shape, particles: int):
     from cryoscout.simulate.tomogram import TomogramConfig, load_templates
 
-    opts = dict(DOMAINS[domain])
+    opts = dict(DOMAINS[domain]) if domain in DOMAINS else {**DOMAINS["A"], **FACTORS[domain]}
     if opts.get("n_distractors"):
         opts["distractor_templates"] = load_templates(TEMPLATES, DISTRACTOR_CLASSES)
     return TomogramConfig(
@@ -100,6 +120,8 @@ def _config(domain: str, shape, particles: int):
 
 
 def _sim_path(out: Path, domain: str, seed: int) -> Path:
+    if domain in FACTORS:
+        domain = "A+" + "".join(c if c.isalnum() else "_" for c in domain)
     return out / "sims" / f"{domain}-{seed}.npz"
 
 
@@ -149,7 +171,7 @@ def _seeds(domain: str, split: str) -> list[int]:
 def train(args) -> None:
     import torch
 
-    from cryoscout.picking.data import NORMALIZATION, Augmentation, prepare_tomogram
+    from cryoscout.picking.data import NORMALIZATION, Appearance, Augmentation, prepare_tomogram
     from cryoscout.picking.module import TrainConfig, train_model
     from cryoscout.picking.weights import PickingModelInfo, save_model
 
@@ -164,7 +186,7 @@ def train(args) -> None:
     radii = sims[0]["radii"]
     label_r = {c: float(max(1, round(args.label_frac * r))) for c, r in radii.items()}
     tomos = [prepare_tomogram(s["tomogram"], s["particles"], label_r) for s in sims]
-    aug = Augmentation() if args.variant == "random" else Augmentation(appearance=None)
+    aug = Augmentation(appearance=Appearance() if args.variant == "random" else None)
     cfg = TrainConfig(
         channels=tuple(int(c) for c in args.channels.split(",")),
         coord_mode="tomogram",
@@ -321,11 +343,58 @@ def evaluate(args) -> None:
         "distractor_classes": DISTRACTOR_CLASSES,
         "splits": SPLITS,
         "results": results,
+        "ablation": (
+            json.loads((args.out / "ablation.json").read_text())
+            if (args.out / "ablation.json").is_file()
+            else None
+        ),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     write_text(args.out / "summary.json", json.dumps(summary, indent=1))
     if not args.no_results:
         write_text(REPO / "benchmarks" / "results" / "picking_domain_shift.md", _markdown(summary))
+
+
+def ablate(args) -> None:
+    """F1 of each model on domain A with one factor of domain B added (one test seed)."""
+    import torch
+
+    from cryoscout.io.atomic import write_text
+    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.infer import predict_tomogram
+    from cryoscout.picking.mpnms import mp_nms
+    from cryoscout.picking.weights import load_model
+
+    torch.set_num_threads(args.threads)
+    shape = tuple(int(v) for v in args.shape.split(","))
+    seed = _seeds("A", "test")[0]
+    classes = list(range(1, len(CLASSES) + 1))
+    models = {}
+    for run in sorted((args.out / "models").glob("A-*/model.pt")):
+        ev = json.loads((run.parent / "eval.json").read_text())
+        models[run.parent.name] = (*load_model(run), ev["threshold"])
+    table = {}
+    for factor in FACTORS:
+        simulate(args.out, factor, [seed], shape, args.particles)
+        sim = load_sim(args.out, factor, seed)
+        for name, (model, info, thr) in models.items():
+            radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
+            labels = predict_tomogram(
+                model,
+                sim["tomogram"],
+                tile=args.tile,
+                margin=args.margin,
+                normalization=info.normalization,
+                progress=False,
+            ).labels
+            ev = evaluate_picks(
+                mp_nms(labels, radii, threshold=thr, classes=classes), sim["particles"], radii
+            )
+            table.setdefault(factor, {})[name] = {
+                CLASSES[int(c) - 1]: round(float(r["f1"]), 3) for c, r in ev.per_class.iterrows()
+            }
+        print(factor, json.dumps(table[factor]), flush=True)
+        write_text(args.out / "ablation.json", json.dumps(table, indent=1))
 
 
 def _markdown(s: dict) -> str:
@@ -362,13 +431,51 @@ def _markdown(s: dict) -> str:
                 + " | ".join(cells)
                 + f" | {fp['protein']} / {fp['gold']} / {fp['membrane']} / {fp['elsewhere']} |"
             )
+    lines += [
+        "",
+        "Drop in F1 from the training domain to each other domain (same model; positive = "
+        "worse), and in brackets from a model trained in the test domain itself:",
+        "",
+        "| model | test | " + " | ".join(f"{c} drop" for c in s["classes"]) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in s["classes"]) + " |",
+    ]
+    for name, r in res.items():
+        home = name.split("-")[0]
+        for domain in s["domains"]:
+            if domain == home or domain not in r:
+                continue
+            cells = []
+            for c in s["classes"]:
+                f = r[domain]["per_class"][c]["f1"]
+                vs_home = r[home]["per_class"][c]["f1"] - f
+                own = [
+                    f"vs {m} {res[m][domain]['per_class'][c]['f1'] - f:+.3f}"
+                    for m in res
+                    if m.startswith(domain + "-")
+                ]
+                cells.append(f"{vs_home:+.3f}" + (f" ({', '.join(own)})" if own else ""))
+            lines.append(f"| {name} | {domain} | " + " | ".join(cells) + " |")
+    if s.get("ablation"):
+        models = sorted({m for v in s["ablation"].values() for m in v})
+        lines += [
+            "",
+            f"One factor of domain B at a time, added to domain A (test seed "
+            f"{SEED_BASE['A'] + SPLITS['test'][0]}; the same particles except with "
+            "distractors, whose gold and vesicles are placed first): F1 per class",
+            "",
+            "| factor | " + " | ".join(f"{m} {c}" for m in models for c in s["classes"]) + " |",
+            "| --- | " + " | ".join("---" for _ in models for _ in s["classes"]) + " |",
+        ]
+        for factor, row in s["ablation"].items():
+            cells = [str(row.get(m, {}).get(c, "")) for m in models for c in s["classes"]]
+            lines.append(f"| {factor} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `python benchmarks/{s['command']}` (after the train stages).", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["simulate", "train", "evaluate"])
+    p.add_argument("stage", choices=["simulate", "train", "evaluate", "ablate"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--domain", choices=list(DOMAINS), default="A")
     p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
@@ -396,6 +503,8 @@ def main() -> None:
             simulate(args.out, d, seeds, shape, args.particles)
     elif args.stage == "train":
         train(args)
+    elif args.stage == "ablate":
+        ablate(args)
     else:
         evaluate(args)
 

@@ -40,6 +40,7 @@ def test_h_shows_real_metavars_and_defaults(command, run_cli):
     assert "{" not in usage  # typer's {out}
     assert not re.search(r"<(list\[|int>|float>|str>|path>|Path>)", text)  # typer's <list[Path]>
     assert "-h, --help" in text
+    assert "[default: -1]" not in text  # "automatic" is said in words, not as a sentinel
     for name in ("--out", "--model", "--top-k"):
         if re.search(rf"\s{name}\b", text):
             short = {"--out": "-o", "--model": "-m", "--top-k": "-k"}[name]
@@ -127,3 +128,27 @@ def test_screen_checks_its_input_before_loading_torch(tmp_path):
     )
     assert out.stdout.split() == ["1", "False"], out.stderr
     assert "nowhere.dm" in out.stderr
+
+
+def test_pick_train_epoch_line_speaks_class_names_and_estimates_time():
+    import pandas as pd
+
+    from cryoscout.cli.pick_train import epoch_line
+
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "train_loss": [0.8, 0.7],
+            "val_f1": [float("nan"), 0.5],
+            "val_f1_4v94": [float("nan"), 0.6],
+            "val_f1_4cr2": [float("nan"), 0.4],
+            "elapsed_s": [60.0, 120.0],
+        }
+    )
+    line = epoch_line(history, 10, ["4v94", "4cr2"])
+    assert line == (
+        "epoch 2/10  loss 0.7000  val F1 0.500 (4v94 0.60, 4cr2 0.40)  "
+        "2 min 00 s elapsed  ETA 8 min 00 s"
+    )
+    assert "val F1" not in epoch_line(history.iloc[:1], 10, ["4v94", "4cr2"])
+    assert "ETA" not in epoch_line(history.assign(epoch=[9, 10]), 10, ["4v94", "4cr2"])

@@ -166,3 +166,27 @@ def test_appearance_noise_has_the_drawn_colour(slope):
     )
     low, high = p[(k > 0.05) & (k < 0.15)].mean(), p[(k > 0.35) & (k < 0.5)].mean()
     assert (high > 3 * low) if slope > 0 else (low > 3 * high)
+
+
+def test_pick_train_switch_turns_appearance_randomisation_on(tmp_path, run_cli):
+    import pandas as pd
+    import yaml
+
+    from cryoscout.io.mrc import write_mrc
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(16, 32, 32)).astype(np.float32)
+    vol[6:10, 14:18, 14:18] -= 2.0
+    write_mrc(tmp_path / "t.mrc", 40 * vol + 500, 10.0)
+    pd.DataFrame({"class": [1], "x": [16], "y": [16], "z": [8]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    common = ["pick", "train", tmp_path / "t.mrc", tmp_path / "t.csv", "--radius", "2"]
+    common += ["--patch", "16", "--channels", "4,8", "--epochs", "1", "--batch-size", "2"]
+    common += ["--samples-per-epoch", "2", "--accelerator", "cpu"]
+    for flag, on in (("--randomize-appearance", True), ("--no-randomize-appearance", False)):
+        res = run_cli(*common, "-o", tmp_path / flag, flag)
+        assert res.code == 0, res.err
+        rec = yaml.safe_load((tmp_path / flag / "config.yaml").read_text())["config"]
+        appearance = rec["augmentation"]["appearance"]
+        assert (appearance["probability"] == 0.8) if on else appearance is None

@@ -258,3 +258,23 @@ def test_pick_train_killed_before_saving_is_marked_incomplete_and_resumes(tmp_pa
     assert res.code == 0, res.err
     assert not (run / INCOMPLETE).exists()
     assert load_model(run)[1].class_names
+
+
+def test_simulated_tomogram_folder_appears_whole(tmp_path, run_cli, monkeypatch):
+    import cryoscout.runinfo as runinfo
+
+    out = tmp_path / "sim"
+    args = ["simulate", "tomogram", out, "--seed", "1", "--shape", "32,32,16"]
+    args += ["--particles", "2", "--tilt-step", "15"]
+    real = runinfo.write_run_config
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runinfo, "write_run_config", fail)
+    line = one_line(run_cli(*args), "No space left")
+    assert line.startswith("cryoscout: error:")
+    assert not out.exists() and leftovers(out) == []
+    monkeypatch.setattr(runinfo, "write_run_config", real)
+    assert run_cli(*args).code == 0
+    assert (out / "tomogram.mrc").is_file() and (out / "config.yaml").is_file()

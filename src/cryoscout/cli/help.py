@@ -82,7 +82,9 @@ def help_record(param) -> tuple[str, str] | None:
     default = _default_text(param)
     if param.required:
         text += "  [required]"
-    elif default is not None:
+    elif default is not None and "default:" not in text.lower():
+        # A help text that states its default in words ("default: the patch size")
+        # says what -1 or 0 mean; the raw value would only contradict it.
         text += f"  [default: {default}]"
     return names, text.strip()
 

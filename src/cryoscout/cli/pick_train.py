@@ -179,6 +179,12 @@ def train(
         help="Continue the interrupted run in OUT from OUT/checkpoints/last.ckpt "
         "(give the same options).",
     ),
+    # Appearance randomisation (picking.data.Appearance); off by default, see BENCHMARKS.md.
+    randomize_appearance: bool = typer.Option(
+        False,
+        "--randomize-appearance/--no-randomize-appearance",
+        help="Randomise contrast, blur and noise colour of patches (for other microscopes).",
+    ),
 ) -> None:
     """Train the 3D residual U-Net on tomograms with annotated particle centres.
 
@@ -337,6 +343,10 @@ def train(
             val_every=val_every,
             loss=loss,
         )
+        if randomize_appearance:
+            from cryoscout.picking.data import Appearance
+
+            config.augmentation.appearance = Appearance()
         metrics_path = out / "metrics.csv"
         earlier = None
         if checkpoint is not None and metrics_path.is_file():

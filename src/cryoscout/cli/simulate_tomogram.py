@@ -105,6 +105,7 @@ def tomogram(
             --alignment-shift 0.5 --intensity-scale 37 --intensity-offset 512
     """
     from cryoscout.errors import InputError
+    from cryoscout.io.runfolder import run_folder
     from cryoscout.progress import track
     from cryoscout.runinfo import write_run_config
     from cryoscout.simulate.tomogram import (
@@ -173,20 +174,23 @@ def tomogram(
     )
     if class_list and not maps:
         config.shapes = tuple(class_list)
-    sim = simulate_tomogram(config, seed=seed, progress=track)
-    paths = write_simulated_tomogram(sim, out)
-    record = config.summary()
-    record.update(
-        seed=seed,
-        templates_dir=str(templates) if templates else None,
-        particles_placed=len(sim.particles),
-        class_names=sim.class_names,
-        contrast="protein dark (lower values); zero mean, unit std before intensity_scale "
-        "and intensity_offset",
-        distractors_placed=sim.distractors["kind"].value_counts().to_dict(),
-        ctf_correction="phase flip" if ctf else "none",
-    )
-    write_run_config(out, record)
+    # Checked and locked before the work; the folder appears only when complete.
+    with run_folder(out) as folder:
+        sim = simulate_tomogram(config, seed=seed, progress=track)
+        paths = write_simulated_tomogram(sim, folder)
+        record = config.summary()
+        record.update(
+            seed=seed,
+            templates_dir=str(templates) if templates else None,
+            particles_placed=len(sim.particles),
+            class_names=sim.class_names,
+            contrast="protein dark (lower values); zero mean, unit std before intensity_scale "
+            "and intensity_offset",
+            distractors_placed=sim.distractors["kind"].value_counts().to_dict(),
+            ctf_correction="phase flip" if ctf else "none",
+        )
+        write_run_config(folder, record)
+    paths = {k: out.absolute() / Path(p).relative_to(folder) for k, p in paths.items()}
     typer.echo(
         f"placed {len(sim.particles)} of {particles} particles "
         f"({len(sim.class_names)} classes); wrote {paths['tomogram']}, {paths['particles']}, "

@@ -24,7 +24,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from cryoscout.errors import InputError
+from cryoscout.errors import InputError, stage
 from cryoscout.screening.model import ATTRIBUTE_INDEX, XCryoNet
 
 
@@ -416,22 +416,23 @@ def train_run(
             if len(split.test):
                 before = evaluate(module.net, data.images[split.test], data.labels[split.test])
             module.net.train()
-        fit(
-            module,
-            train_set,
-            run_dir,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            val_set=val_set,
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=num_nodes,
-            precision=precision,
-            resume=resume,
-            progress=progress,
-            callbacks=callbacks,
-        )
+        with stage("training", run_dir):  # names the run in an unexpected error
+            fit(
+                module,
+                train_set,
+                run_dir,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                val_set=val_set,
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                precision=precision,
+                resume=resume,
+                progress=progress,
+                callbacks=callbacks,
+            )
         net = module.net.cpu().eval()
         test = split.test
         test_mad = evaluate(net, data.images[test], data.labels[test]) if len(test) else {}
