@@ -158,7 +158,13 @@ def test_token_is_required_off_loopback(project_dir):
         assert c.get("/api/project", headers={"X-Cryoscout-Token": "wrong"}).status_code == 401
         assert c.get("/", params={"token": "s3cret"}).status_code in (200, 404)
         assert c.get("/api/project", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert c.get("/api/atlases/1/overview.png?token=s3cret").status_code == 200
+        assert c.get("/api/atlases?token=s3cret").status_code == 200
+        # Once a request carried the token, the page's scripts load through a cookie.
+        assert c.get("/static/app.css").status_code == 200
+    with TestClient(app) as fresh:
+        assert fresh.get("/static/app.css").status_code == 401
+        fresh.cookies.set("cryoscout_token", "wrong")
+        assert fresh.get("/static/app.css").status_code == 401
 
 
 def label(client, square_id, attribute="overall", value=3, labeler="alice", atlas_id=1):
@@ -362,6 +368,13 @@ def test_training_creates_a_model_version_and_rescores(client, project_dir, atla
     assert len(models) == 2 and new["current"] and new["parent"] == 1
     assert new["n_test"] > 0 and set(new["error_before"]) == set(new["error_after"])
     assert all(0 <= v <= 4 for v in new["error_after"].values())
+    # Fine-tuning keeps the shipped model's batch-norm statistics (few labels, small batches).
+    from cryoscout.screening.predict import load_model
+
+    tuned, shipped = load_model(new["path"]).net.state_dict(), load_model(None).net.state_dict()
+    stats = [k for k in shipped if k.endswith("running_mean")]
+    assert stats and all(np.array_equal(tuned[k], shipped[k]) for k in stats)
+    assert any(not np.array_equal(tuned[k], shipped[k]) for k in shipped if k.endswith("weight"))
     # The rescoring job scores the atlas with the new version.
     rescore = next(j for j in client.get("/api/jobs").json() if j["kind"] == "rescore")
     assert wait_job(client, rescore["id"])["state"] == "done"
@@ -407,6 +420,9 @@ def test_targets_nav_parses_and_follows_hand_edits(client, tmp_path):
     assert len(items) == len(chosen)
     csv = pd.read_csv(__import__("io").StringIO(client.get("/api/atlases/1/targets.csv").text))
     assert list(csv["square_id"]) == chosen
+    old_csv = client.get("/api/atlases/1/targets.csv?model=1").text
+    old_ids = list(pd.read_csv(__import__("io").StringIO(old_csv))["square_id"])
+    assert old_ids == [x["square_id"] for x in by_default]
     xyz = [float(v) for v in items[0]["StageXYZ"].split()]
     assert xyz[:2] == pytest.approx([csv["stage_x_um"][0], csv["stage_y_um"][0]], abs=1e-3)
 

@@ -766,12 +766,12 @@ class Project:
         rgba = sprites.overlay_rgba(maps[i : i + 1] / 255.0, sprites.OVERLAY_COLOURS[kind])[0]
         return sprites.png_bytes(rgba)
 
-    def targets_nav(self, atlas_id: int) -> str:
+    def targets_nav(self, atlas_id: int, model_id: int | None = None) -> str:
         """The targets as SerialEM navigator text (``io.navigator``, as ``screen`` writes it)."""
         from cryoscout.io.navigator import navigator_text
         from cryoscout.screening.screen import _id_text
 
-        t = self.targets(atlas_id)
+        t = self.targets(atlas_id, model_id=model_id)
         if not t["has_stage"]:
             raise Conflict(f"atlas {atlas_id} has no stage positions, so no navigator file")
         tab = t["targets"]

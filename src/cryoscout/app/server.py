@@ -25,6 +25,8 @@ from cryoscout.errors import InputError
 STATIC = Path(__file__).resolve().parent / "static"
 #: Largest request body accepted (bytes): labels and options are small.
 MAX_BODY = 256 * 1024
+#: Cookie holding the token once a request carried it (so the page's modules load).
+TOKEN_COOKIE = "cryoscout_token"
 Attribute = Literal["brightness", "squareness", "cracking", "contamination", "overall"]
 Score = Annotated[int, Field(ge=0, le=4)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
@@ -132,13 +134,20 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
+        set_cookie = False
         if token is not None:
-            given = request.headers.get("x-cryoscout-token") or request.query_params.get("token")
+            given = (
+                request.headers.get("x-cryoscout-token")
+                or request.query_params.get("token")
+                or request.cookies.get(TOKEN_COOKIE)
+            )
             auth = request.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 given = auth[7:].strip()
             if not given or not hmac.compare_digest(given.encode(), token.encode()):
                 return JSONResponse({"detail": "a valid token is required"}, status_code=401)
+            # The page's own scripts and images cannot carry the token: a cookie does.
+            set_cookie = request.cookies.get(TOKEN_COOKIE) != token
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, 413)
@@ -146,7 +155,10 @@ def create_app(
             body = await request.body()  # chunked: read and check what actually came
             if len(body) > MAX_BODY:
                 return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, 413)
-        return await call_next(request)
+        response = await call_next(request)
+        if set_cookie:
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
 
     for exc_type, status in (
         (NotFound, 404),
@@ -367,8 +379,8 @@ def create_app(
         return targets_json(t)
 
     @app.get("/api/atlases/{atlas_id}/targets.csv")
-    def targets_csv(atlas_id: int):
-        t = proj().targets(atlas_id)["targets"]
+    def targets_csv(atlas_id: int, model: int | None = None):
+        t = proj().targets(atlas_id, model_id=model)["targets"]
         return Response(
             t.to_csv(index=False, float_format="%.4f"),
             media_type="text/csv",
@@ -376,9 +388,9 @@ def create_app(
         )
 
     @app.get("/api/atlases/{atlas_id}/targets.nav")
-    def targets_nav(atlas_id: int):
+    def targets_nav(atlas_id: int, model: int | None = None):
         return PlainTextResponse(
-            proj().targets_nav(atlas_id),
+            proj().targets_nav(atlas_id, model),
             headers={"Content-Disposition": 'attachment; filename="targets.nav"'},
         )
 
