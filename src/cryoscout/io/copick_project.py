@@ -64,16 +64,8 @@ def read_copick_picks(
         copick not installed, an unreadable configuration, or no picks of that user.
     """
     config = Path(config)
+    root = _copick_root(config)
     try:
-        import copick
-    except ImportError:
-        raise InputError(
-            config, "reading a copick project needs copick: pip install 'cryoscout[copick]'"
-        ) from None
-    if not config.is_file():
-        raise InputError(config, "no such file")
-    try:
-        root = copick.from_file(str(config))
         objects = [o for o in root.pickable_objects if o.is_particle]
         runs = list(root.runs)
     except Exception as exc:
