@@ -9,11 +9,13 @@ an exit with status 0).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 #: The checkpoint ``--resume`` continues from, relative to the run folder.
@@ -64,6 +66,21 @@ def resume_checkpoint(run_dir: str | os.PathLike, resume: bool) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's INFO loggers (devices, tips) for the block; algorithms do not print."""
+    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def fit(trainer, module, *loaders, ckpt_path: str | os.PathLike | None = None) -> None:
     """``trainer.fit`` that raises :class:`~cryoscout.interrupt.Interrupted` when stopped.
 
@@ -88,6 +105,24 @@ def fit(trainer, module, *loaders, ckpt_path: str | os.PathLike | None = None) -
     cryoscout.errors.InputError
         When ``ckpt_path`` holds another architecture.
     """
+    ckpt = None if ckpt_path is None else str(ckpt_path)
+    run_interruptibly(trainer, lambda: trainer.fit(module, *loaders, ckpt_path=ckpt), ckpt_path)
+
+
+def run_interruptibly(
+    trainer, call: Callable[[], object], ckpt_path: str | os.PathLike | None = None
+) -> None:
+    """Run ``call`` (``trainer.fit``, ``trainer.predict``...) as :func:`fit` describes.
+
+    Parameters
+    ----------
+    trainer
+        The ``pytorch_lightning.Trainer`` that ``call`` runs.
+    call
+        The trainer's entry point with its arguments bound.
+    ckpt_path
+        The checkpoint ``call`` resumes from, named in the error when it does not fit.
+    """
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from cryoscout.interrupt import Interrupted
@@ -95,7 +130,7 @@ def fit(trainer, module, *loaders, ckpt_path: str | os.PathLike | None = None) -
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None
     try:
-        trainer.fit(module, *loaders, ckpt_path=None if ckpt_path is None else str(ckpt_path))
+        call()
     except SystemExit as exc:
         if not trainer.interrupted:
             raise

@@ -490,10 +490,10 @@ def predict_many(
     KeyboardInterrupt
         Interrupted (Ctrl-C); finished tomograms stay done, rerun to resume.
     """
-    import logging
     import warnings
 
     from cryoscout.picking.weights import load_model
+    from cryoscout.training import quiet_lightning, run_interruptibly
 
     out_dir = Path(out_dir)
     model, info = load_model(model_path)
@@ -510,11 +510,6 @@ def predict_many(
     picker = _Picker(model, info, jobs, out_dir, settings, sig)
     data = _TomogramData(len(jobs), pending)
     callbacks = [_Finish(jobs, out_dir, settings, sig, on_progress, run_config)]
-    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
-    quiet = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.WARNING)
     trainer = _pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -527,20 +522,12 @@ def predict_many(
         use_distributed_sampler=False,  # _TomogramData shards by rank itself, unpadded
         callbacks=callbacks,
     )
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*num_workers.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            trainer.predict(picker, datamodule=data, return_predictions=False)
-    except SystemExit as exc:
-        # Lightning turns Ctrl-C (and cryoscout's SIGTERM, a KeyboardInterrupt) into
-        # sys.exit(1); raise the original interrupt again so the signal is reported.
-        if isinstance(exc.__context__, KeyboardInterrupt):
-            raise exc.__context__ from None
-        raise KeyboardInterrupt from exc
-    finally:
-        for lg, level in zip(quiet, levels, strict=True):
-            lg.setLevel(level)
+    with quiet_lightning(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*num_workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        run_interruptibly(
+            trainer, lambda: trainer.predict(picker, datamodule=data, return_predictions=False)
+        )
     records = [read_record(out_dir, job.name) for job in jobs]
     done = [r for r in records if r is not None and r.get("settings") == sig]
     combined = out_dir / COMBINED_STAR

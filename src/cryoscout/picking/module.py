@@ -283,10 +283,9 @@ def train_model(
     cryoscout.interrupt.Interrupted
         When Ctrl-C or SIGTERM stopped the run (``last.ckpt`` holds the last whole epoch).
     """
-    import logging
     import warnings
 
-    from cryoscout.training import checkpoint_callback
+    from cryoscout.training import checkpoint_callback, quiet_lightning
     from cryoscout.training import fit as fit_interruptibly
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -311,11 +310,6 @@ def train_model(
     callbacks: list[pl.Callback] = [recorder]
     if run_dir is not None:
         callbacks.append(checkpoint_callback(run_dir))
-    # Lightning announces devices and tips on its loggers; algorithms do not print.
-    quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.WARNING)
     trainer = pl.Trainer(
         max_epochs=config.epochs,
         accelerator=config.accelerator,
@@ -330,16 +324,12 @@ def train_model(
         num_sanity_val_steps=0,
     )
     module = PickingModule(model, config.lr, config.weight_decay, config.loss)
-    try:
-        with warnings.catch_warnings():
-            # Lightning warns about few workers and small logging intervals on tiny runs.
-            warnings.filterwarnings("ignore", message=".*num_workers.*")
-            warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resume
-            fit_interruptibly(trainer, module, loader, ckpt_path=resume)
-    finally:
-        for lg, level in zip(quiet, levels, strict=True):
-            lg.setLevel(level)
+    with quiet_lightning(), warnings.catch_warnings():
+        # Lightning warns about few workers and small logging intervals on tiny runs.
+        warnings.filterwarnings("ignore", message=".*num_workers.*")
+        warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resume
+        fit_interruptibly(trainer, module, loader, ckpt_path=resume)
     model = module.model.cpu().eval()
     return model, pd.DataFrame(recorder.rows)
