@@ -52,6 +52,33 @@ CREATE TABLE IF NOT EXISTS jobs (
     created TEXT NOT NULL, started TEXT, finished TEXT, pid INTEGER);
 CREATE TABLE IF NOT EXISTS targets (
     atlas_id INTEGER PRIMARY KEY, top_k INTEGER NOT NULL, added TEXT, removed TEXT);
+CREATE TABLE IF NOT EXISTS tomograms (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL, source TEXT NOT NULL,
+    copick_config TEXT, copick_run TEXT, copick_tomo_type TEXT,
+    nx INTEGER, ny INTEGER, nz INTEGER, voxel_size_A REAL, dtype TEXT, contrast TEXT,
+    created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS particle_classes (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, colour TEXT NOT NULL,
+    radius_A REAL, radius_vox REAL, template TEXT, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS annotations (
+    id INTEGER PRIMARY KEY, tomogram_id INTEGER NOT NULL, class_id INTEGER NOT NULL,
+    x REAL NOT NULL, y REAL NOT NULL, z REAL NOT NULL, source TEXT, pick_id INTEGER,
+    labeler TEXT NOT NULL, time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS annotations_tomogram ON annotations (tomogram_id);
+CREATE TABLE IF NOT EXISTS annotation_events (
+    id INTEGER PRIMARY KEY, annotation_id INTEGER NOT NULL, tomogram_id INTEGER NOT NULL,
+    action TEXT NOT NULL, class_id INTEGER, x REAL, y REAL, z REAL,
+    before TEXT, labeler TEXT NOT NULL, time TEXT NOT NULL,
+    undo_of INTEGER, undone INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS annotation_events_labeler ON annotation_events (labeler, id);
+CREATE TABLE IF NOT EXISTS pickers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, path TEXT, job_id INTEGER, created TEXT,
+    classes TEXT, n_annotations INTEGER, params TEXT, metrics TEXT);
+CREATE TABLE IF NOT EXISTS picks (
+    id INTEGER PRIMARY KEY, picker_id INTEGER NOT NULL, tomogram_id INTEGER NOT NULL,
+    class_id INTEGER NOT NULL, x REAL NOT NULL, y REAL NOT NULL, z REAL NOT NULL,
+    score REAL, status TEXT NOT NULL DEFAULT 'pending', annotation_id INTEGER);
+CREATE INDEX IF NOT EXISTS picks_tomogram ON picks (tomogram_id, picker_id);
 """
 
 #: Job states after which a job never changes again.
