@@ -5,7 +5,7 @@
 import { api } from "./api.js";
 import { labeler } from "./labels.js";
 import { emit, state } from "./state.js";
-import { classByName, loadAnnotations, select, tomo } from "./tomostate.js";
+import { classByName, loadAnnotations, loadPicks, select, tomo } from "./tomostate.js";
 import { toast } from "./ui.js";
 
 let queue = Promise.resolve();
@@ -100,6 +100,7 @@ export function deleteAnnotation(obj) {
   return enqueue(null, async () => {
     if (obj.failed) return;
     await api(`/api/annotations/${obj.id}?labeler=${encodeURIComponent(who())}`, { method: "DELETE" });
+    if (obj.pick_id !== null && obj.pick_id !== undefined) await loadPicks(); // that pick is pending again
   }, (err) => {
     if (obj.tomogram_id === undefined || obj.tomogram_id === tomo.id) tomo.annotations.push(obj);
     toast(`Delete not saved: ${err.message}`, true);
@@ -119,7 +120,8 @@ export function undoAnnotation() {
       }
       throw err;
     }
-    await loadAnnotations();
+    // Undoing an accepted pick's add or delete changes that pick's status too.
+    await Promise.all([loadAnnotations(), loadPicks()]);
     const ev = reply.undone || {};
     const a = reply.annotation;
     if (a && tomo.annotations.some((x) => x.id === a.id)) select("annotation", a.id);

@@ -45,7 +45,9 @@ export function index() {
 }
 
 function slicePath(i) {
-  return `/api/tomograms/${tomo.id}/slice.png?axis=${view.axis}&index=${i}&bin=${view.bin}` +
+  // A binned image averages the sections [i // bin * bin, +bin): one address per image.
+  const first = Math.floor(i / view.bin) * view.bin;
+  return `/api/tomograms/${tomo.id}/slice.png?axis=${view.axis}&index=${first}&bin=${view.bin}` +
     `&lowpass=${view.lowpass}&lo=${view.lo}&hi=${view.hi}`;
 }
 
