@@ -261,8 +261,15 @@ function drawNow() {
       ctx.lineWidth = it.centre ? 2.5 : 1.25;
       ctx.setLineDash(it.obj.status === "accepted" ? [] : [7, 4]);
     }
+    // A dark halo under the coloured ring keeps it visible on light and dark density alike.
+    const lw = ctx.lineWidth;
+    ctx.strokeStyle = "rgba(0, 0, 0, .55)";
+    ctx.lineWidth = lw + 2;
     ctx.beginPath();
     ctx.arc(x, y, rr, 0, 2 * Math.PI);
+    ctx.stroke();
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = lw;
     ctx.stroke();
     if (it.centre) {
       ctx.setLineDash([]);
