@@ -35,6 +35,7 @@ def data_dir(tmp_path_factory) -> Path:
     r = np.sqrt(g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2)
     write_mrc(root / "sphere.mrc", (r <= 6.0).astype(np.float32), 5.0)
     (root / "broken.mrc").write_bytes(b"not an mrc file at all" * 50)
+    write_mrc(root / "TS_02.mrc", rng.normal(size=(10, 16, 24)).astype(np.float32), VOXEL_A)
     return root
 
 
@@ -266,21 +267,24 @@ def test_coordinates_are_imported_from_a_file(client, data_dir):
     assert unnamed.status_code == 400 and "import.csv" in unnamed.json()["detail"]
 
 
-def copick_project(root: Path) -> Path:
+def copick_project(root: Path, objects=("ribosome",), runs=("TS_1", "TS_2")) -> Path:
+    """A copick project on disk with a random 12 x 24 x 28 tomogram per run."""
     copick = pytest.importorskip("copick")
     config = {
         "name": "tiny", "description": "", "version": "1.0.0", "config_type": "filesystem",
         "overlay_root": f"local://{root / 'overlay'}", "overlay_fs_args": {"auto_mkdir": True},
         "pickable_objects": [
-            {"name": "ribosome", "is_particle": True, "label": 1, "radius": 120,
-             "color": [0, 255, 0, 255]},
+            {"name": name, "is_particle": True, "label": i + 1, "radius": 120,
+             "color": [0, 255, 0, 255]}
+            for i, name in enumerate(objects)
         ],
     }  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "copick.json"
     path.write_text(json.dumps(config))
     project = copick.from_file(str(path))
     rng = np.random.default_rng(2)
-    for run_name in ("TS_1", "TS_2"):
+    for run_name in runs:
         vs = project.new_run(run_name).new_voxel_spacing(VOXEL_A)
         vs.new_tomogram("denoised").from_numpy(rng.normal(size=(12, 24, 28)).astype(np.float32))
     return path
@@ -305,3 +309,197 @@ def test_a_copick_project_adds_every_run_and_its_slices_read(tmp_path):
         vol = np.asarray(zarr.open(str(store), mode="r")["0"])
         img = png(c.get(f"/api/tomograms/{rows[1]['id']}/slice.png?axis=y&index=5&lo=0&hi=100"))
         np.testing.assert_array_equal(img, stretch(vol[:, 5, :], vol, 0, 100))
+
+
+# -- export -----------------------------------------------------------------------------
+ANNOTATED = [("ribosome", 10.0, 5.5, 3.0), ("proteasome", 40.25, 30.0, 19.0), ("ribosome", 0, 0, 0)]
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory, data_dir):
+    """A project with two tomograms, known annotations on the first and picks on both."""
+    project = tmp_path_factory.mktemp("export_project")
+    with make_client(project, data_dir) as c:
+        for name in ("rec_TS_01.mrc", "TS_02.mrc"):
+            assert c.post("/api/tomograms", json={"path": str(data_dir / name)}).status_code == 201
+        for name, radius in (("ribosome", 120.0), ("proteasome", 60.0)):
+            c.post("/api/particle-classes", json={"name": name, "radius_A": radius})
+        for cls, x, y, z in ANNOTATED:
+            r = c.post("/api/tomograms/1/annotations", json={"class": cls, "x": x, "y": y, "z": z})
+            assert r.status_code == 201, r.text
+        c.post("/api/tomograms/2/annotations", json={"class": "ribosome", "x": 3, "y": 4, "z": 5})
+        # Picks as the picker jobs store them: two pickers, scores, review decisions.
+        conn = c.app.state.project.conn
+        rows = [
+            (1, 1, 1, 11.0, 6.0, 3.0, 0.9, "accepted"),
+            (1, 1, 2, 20.0, 20.0, 10.0, 0.6, "pending"),
+            (1, 1, 1, 30.0, 8.0, 12.0, 0.3, "pending"),
+            (1, 1, 1, 5.0, 5.0, 5.0, 0.95, "rejected"),
+            (2, 1, 1, 1.0, 2.0, 3.0, 0.99, "pending"),
+            (2, 2, 1, 7.0, 8.0, 9.0, 0.8, "pending"),
+        ]
+        conn.executemany("INSERT INTO pickers (id, name) VALUES (?, ?)", [(1, "p1"), (2, "p2")])
+        conn.executemany(
+            "INSERT INTO picks (picker_id, tomogram_id, class_id, x, y, z, score, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        c.data_dir = data_dir
+        yield c
+
+
+def download(response, tmp_path: Path) -> Path:
+    assert response.status_code == 200, response.text
+    disposition = response.headers["content-disposition"]
+    name = disposition.split('filename="')[1].rstrip('"')
+    path = tmp_path / name
+    path.write_bytes(response.content)
+    return path
+
+
+def star_particles(path: Path):
+    import starfile
+
+    star = starfile.read(path)
+    return star["particles"] if isinstance(star, dict) else star
+
+
+def test_relion5_export_is_centred_angstrom_and_reads_back(exporter, tmp_path):
+    from cryoscout.io.coords import read_coords
+
+    path = download(exporter.get("/api/tomograms/1/export?format=relion5"), tmp_path)
+    assert path.name == "TS_01_annotations.star"
+    table = star_particles(path)
+    assert list(table["rlnTomoName"]) == ["TS_01"] * 3
+    xyz = np.array([a[1:] for a in ANNOTATED])
+    centre = np.array([52, 36, 20]) / 2  # (x, y, z): RELION 5 centres at N / 2
+    np.testing.assert_allclose(
+        table[[f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]].to_numpy(),
+        (xyz - centre) * VOXEL_A,
+    )
+    assert list(table["rlnClassNumber"]) == [1, 2, 1]  # ribosome, proteasome: order created
+    back = read_coords(path, voxel_size_A=VOXEL_A, shape=SHAPE)
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), xyz, atol=1e-4)
+
+
+def test_relion4_export_needs_the_binning_and_multiplies_by_it(exporter, tmp_path):
+    from cryoscout.io.coords import read_coords
+
+    refused = exporter.get("/api/tomograms/1/export?format=relion4")
+    assert refused.status_code == 400 and "tilt-series pixel size" in refused.json()["detail"]
+    by_bin = download(exporter.get("/api/tomograms/1/export?format=relion4&binning=4"), tmp_path)
+    xyz = np.array([a[1:] for a in ANNOTATED])
+    coords = star_particles(by_bin)[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]]
+    np.testing.assert_allclose(coords.to_numpy(), xyz * 4)
+    by_size = exporter.get("/api/tomograms/1/export?format=relion4&tilt_series_pixel_size=2.5")
+    by_size = star_particles(download(by_size, tmp_path))
+    np.testing.assert_allclose(by_size[coords.columns].to_numpy(), xyz * 4)  # 10 Å / 2.5 Å
+    back = read_coords(by_bin, binning=4, shape=SHAPE)
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), xyz, atol=1e-4)
+
+
+def test_csv_and_coords_exports(exporter, tmp_path):
+    import pandas as pd
+
+    csv = pd.read_csv(download(exporter.get("/api/tomograms/1/export?format=csv"), tmp_path))
+    assert list(csv["name"]) == ["ribosome", "proteasome", "ribosome"]
+    assert csv["x"].tolist() == [10.0, 40.25, 0.0]
+    coords = exporter.get("/api/tomograms/1/export?format=coords").text.splitlines()
+    assert coords == ["1 10 5.5000 3", "2 40.2500 30 19", "1 0 0 0"]
+
+
+def test_picks_export_filters_by_picker_threshold_and_status(exporter, tmp_path):
+    import pandas as pd
+
+    def picks(query: str) -> pd.DataFrame:
+        r = exporter.get(f"/api/tomograms/1/export?what=picks&format=csv&{query}")
+        return pd.read_csv(download(r, tmp_path))
+
+    latest = picks("")  # the latest picker on tomogram 1 is picker 2
+    assert latest[["x", "y", "z"]].values.tolist() == [[1.0, 2.0, 3.0]]
+    first = picks("picker=1")  # the rejected pick is left out, best score first
+    assert first["score"].tolist() == [0.9, 0.6, 0.3]
+    assert first["name"].tolist() == ["ribosome", "proteasome", "ribosome"]
+    assert picks("picker=1&threshold=0.5")["score"].tolist() == [0.9, 0.6]
+    assert picks("picker=1&status=accepted")["score"].tolist() == [0.9]
+
+
+def test_all_tomograms_go_into_one_star(exporter, tmp_path):
+    path = download(exporter.get("/api/export?format=relion5"), tmp_path)
+    table = star_particles(path)
+    assert table["rlnTomoName"].tolist() == ["TS_01"] * 3 + ["TS_02"]
+    # TS_02 is 24 x 16 x 10: (3, 4, 5) is (-9, -4, 0) voxels from its centre.
+    np.testing.assert_allclose(
+        table.iloc[3][[f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"]].to_numpy(float),
+        [-90.0, -40.0, 0.0],
+    )
+    assert exporter.get("/api/export?format=coords").status_code == 400
+
+
+def test_copick_export_is_read_back_by_copick(exporter):
+    copick = pytest.importorskip("copick")
+    from cryoscout.io.copick_project import read_copick_picks
+
+    root = exporter.data_dir  # where the app may read
+    both = copick_project(root / "copick-both", ("ribosome", "proteasome"), runs=())
+    only_ribosome = copick_project(root / "copick-ribo", ("ribosome",), runs=())
+    no_project = exporter.post("/api/export/copick", json={"what": "annotations"})
+    assert no_project.status_code == 400  # MRC tomograms: the copick project must be given
+    body = {"config": str(only_ribosome), "tomograms": [1]}
+    unknown = exporter.post("/api/export/copick", json=body)
+    assert unknown.status_code == 400 and "proteasome" in unknown.json()["detail"]
+    body = {"config": str(both), "what": "annotations", "tomograms": [1, 2], "user_id": "alice"}
+    r = exporter.post("/api/export/copick", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "written": {"TS_01": {"ribosome": 2, "proteasome": 1}, "TS_02": {"ribosome": 1}},
+        "config": str(both),
+    }
+    # copick's own API: points in Å, in runs named after the tomograms.
+    run = copick.from_file(str(both)).get_run("TS_01")
+    (ribo,) = run.get_picks(object_name="ribosome", user_id="alice", session_id="0")
+    np.testing.assert_allclose(ribo.numpy()[0], [[100.0, 55.0, 30.0], [0.0, 0.0, 0.0]])
+    (prot,) = run.get_picks(object_name="proteasome", user_id="alice", session_id="0")
+    np.testing.assert_allclose(prot.numpy()[0], [[402.5, 300.0, 190.0]])
+    back = read_copick_picks(both, "alice", "0").table
+    assert sorted(zip(back["tomo"], back["name"], strict=True)) == [
+        ("TS_01", "proteasome"), ("TS_01", "ribosome"), ("TS_01", "ribosome"),
+        ("TS_02", "ribosome"),
+    ]  # fmt: skip
+
+
+def test_a_copick_tomogram_exports_into_its_own_project(tmp_path):
+    copick = pytest.importorskip("copick")
+    config = copick_project(tmp_path / "cp")
+    with make_client(tmp_path / "project", tmp_path) as c:
+        c.post("/api/tomograms", json={"path": str(config)})
+        c.post("/api/particle-classes", json={"name": "ribosome", "radius_A": 120})
+        c.post("/api/tomograms/2/annotations", json={"class": "ribosome", "x": 1, "y": 2, "z": 3})
+        r = c.post("/api/export/copick", json={})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"written": {"TS_1": {}, "TS_2": {"ribosome": 1}}, "config": str(config)}
+    (picks,) = copick.from_file(str(config)).get_run("TS_2").get_picks(user_id="cryoscout")
+    np.testing.assert_allclose(picks.numpy()[0], [[10.0, 20.0, 30.0]])
+
+
+def test_the_example_project_has_tomograms_classes_and_truth_to_import(tmp_path):
+    import pandas as pd
+
+    from cryoscout.app.example import TOMO_SHAPE, make_example_project
+
+    make_example_project(tmp_path / "example", n=0, tomograms=1).close()
+    with make_client(tmp_path / "example", tmp_path) as c:
+        (tomo,) = c.get("/api/tomograms").json()
+        assert tomo["name"] == "TS_01" and tomo["n_annotations"] == {}
+        assert tomo["shape"] == dict(zip("zyx", TOMO_SHAPE, strict=True))
+        folder = tmp_path / "example" / "data"
+        classes = pd.read_csv(folder / "tomograms" / "TS_01" / "classes.csv")
+        found = {k["name"]: k["radius_vox"] for k in c.get("/api/particle-classes").json()}
+        assert found == dict(zip(classes["name"], classes["radius_vox"], strict=True))
+        truth = pd.read_csv(folder / "truth_TS_01.csv")
+        r = c.post(
+            "/api/tomograms/1/annotations/import", json={"path": str(folder / "truth_TS_01.csv")}
+        )
+        assert r.json() == {"added": len(truth)} and len(truth) > 20
+        counts = c.get("/api/tomograms/1").json()["n_annotations"]
+        assert counts == truth["name"].value_counts().to_dict()

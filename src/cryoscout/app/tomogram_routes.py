@@ -175,3 +175,80 @@ def undo(request: Request, body: UndoIn = Body(default_factory=UndoIn)):
 @router.post("/api/tomograms/{tomogram_id}/annotations/import", status_code=201)
 def import_annotations(request: Request, tomogram_id: int, body: ImportIn):
     return store(request).import_annotations(tomogram_id, body.path, body.class_, body.labeler)
+
+
+# -- export -----------------------------------------------------------------------------
+Format = Literal["csv", "coords", "relion4", "relion5"]
+What = Literal["annotations", "picks"]
+Status = Literal["accepted", "all"]
+Positive = Annotated[float | None, Query(gt=0, allow_inf_nan=False)]
+
+
+def download(content: bytes, filename: str) -> Response:
+    media = "text/csv" if filename.endswith(".csv") else "text/plain"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(content, media_type=media, headers=headers)
+
+
+@router.get("/api/tomograms/{tomogram_id}/export")
+def export_tomogram(
+    request: Request,
+    tomogram_id: int,
+    format: Format = "relion5",
+    what: What = "annotations",
+    picker: int | None = None,
+    threshold: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    status: Status = "all",
+    tilt_series_pixel_size: Positive = None,
+    binning: Positive = None,
+):
+    from cryoscout.app.export import export_file
+
+    content, name = export_file(
+        store(request), [tomogram_id], format, what, picker, threshold, status,
+        tilt_series_pixel_size, binning,
+    )  # fmt: skip
+    return download(content, name)
+
+
+@router.get("/api/export")
+def export_all(
+    request: Request,
+    format: Format = "relion5",
+    what: What = "annotations",
+    tomograms: Annotated[list[int] | None, Query()] = None,
+    picker: int | None = None,
+    threshold: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    status: Status = "all",
+    tilt_series_pixel_size: Positive = None,
+    binning: Positive = None,
+):
+    from cryoscout.app.export import export_file
+
+    s = store(request)
+    ids = tomograms or [t["id"] for t in s.tomograms()]
+    content, name = export_file(
+        s, ids, format, what, picker, threshold, status, tilt_series_pixel_size, binning
+    )
+    return download(content, name)
+
+
+class CopickExportIn(_Strict):
+    config: Path_ | None = None
+    what: What = "annotations"
+    tomograms: Annotated[list[int], Field(max_length=10_000)] | None = None
+    user_id: Name = "cryoscout"
+    session_id: Name = "0"
+    picker: int | None = None
+    threshold: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    status: Status = "all"
+
+
+@router.post("/api/export/copick")
+def export_copick(request: Request, body: CopickExportIn):
+    from cryoscout.app.export import export_copick
+
+    return export_copick(
+        store(request), body.what, body.tomograms, body.config, body.user_id, body.session_id,
+        body.picker, body.threshold, body.status,
+    )  # fmt: skip
