@@ -262,8 +262,6 @@ def test_drag_moves_delete_removes_and_ctrl_z_undoes_on_the_server(page, server)
 def test_export_relion5_star_holds_the_clicks_in_centred_angstrom(page, server, tmp_path):
     import starfile
 
-    if page.request.get("/api/tomograms/1/export?what=annotations&format=csv").status == 404:
-        pytest.skip("this server has no export endpoint yet (tomocore stage 2)")
     page.click("#sec-export summary")
     page.select_option("#ex-what", "annotations")
     page.select_option("#ex-format", "relion5")

@@ -71,6 +71,11 @@ async function writeCopick(e) {
     user_id: $("#ex-copick-user").value.trim() || "cryoscout",
     session_id: $("#ex-copick-session").value.trim() || "0",
   };
+  if (body.what === "picks") {
+    body.status = $("#ex-status").value;
+    body.threshold = tomo.threshold;
+    if (tomo.pickerShown) body.picker = tomo.pickerShown;
+  }
   const config = $("#ex-copick-config").value.trim();
   if (config) body.config = config;
   try {
