@@ -225,6 +225,10 @@ export function initTomograms() {
   $("#add-class-form").addEventListener("submit", addClass);
   $("#add-class-colour").addEventListener("input", (e) => { e.target.dataset.touched = "1"; });
   $("#tomo-select").addEventListener("change", (e) => { location.hash = `#/tomograms/${e.target.value}`; });
+  // A slider or choice let go hands the keys back to the viewer (n, a, r, arrows...).
+  $("#view-tomograms").addEventListener("change", (e) => {
+    if (e.target.type === "range" || e.target.tagName === "SELECT") e.target.blur();
+  });
   on("tomograms", renderTomograms);
   on("classes", () => { renderClasses(); draw(); });
   on("current-class", renderClasses);
