@@ -114,6 +114,12 @@ async function addTomogram(e) {
   const body = { path };
   const name = $("#add-tomo-name").value.trim();
   if (name) body.name = name;
+  if (/\.json$/i.test(path)) {
+    const spacing = Number($("#add-tomo-spacing").value);
+    const type = $("#add-tomo-type").value.trim();
+    if (spacing > 0) body.voxel_size_A = spacing;
+    if (type) body.tomo_type = type;
+  }
   const btn = $("#add-tomo-form button[type=submit]");
   btn.disabled = true;
   try {
@@ -223,6 +229,9 @@ export function initTomograms() {
   initExport();
   $("#add-tomo-form").addEventListener("submit", addTomogram);
   $("#add-class-form").addEventListener("submit", addClass);
+  $("#add-tomo-path").addEventListener("input", (e) => {
+    $("#add-tomo-copick").hidden = !/\.json$/i.test(e.target.value.trim());
+  });
   $("#add-class-colour").addEventListener("input", (e) => { e.target.dataset.touched = "1"; });
   $("#tomo-select").addEventListener("change", (e) => { location.hash = `#/tomograms/${e.target.value}`; });
   // A slider or choice let go hands the keys back to the viewer (n, a, r, arrows...).
