@@ -503,7 +503,10 @@ function initMouse() {
     const [sx, sy] = local(e);
     const dr = view.drag;
     if (!dr) {
-      if (e.target === c) statusLine(sx, sy);
+      if (e.target === c) {
+        statusLine(sx, sy);
+        wrap.classList.toggle("over", !!hitTest(sx, sy)); // a particle under the cursor: select/drag
+      }
       return;
     }
     if (!dr.moved && Math.hypot(sx - dr.sx, sy - dr.sy) < 4) return;
