@@ -8,7 +8,6 @@ precision, recall and F1 are computed by hand.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from cryoscout.app.server import create_app
 
-TINY = {"epochs": 2, "samples_per_epoch": 8, "patch": 24, "channels": [4, 8], "batch_size": 4}
+TINY = {"epochs": 2, "samples_per_epoch": 8, "patch": 32, "channels": [4, 8], "batch_size": 4}
 
 
 def wait_job(client, job_id: int, timeout: float = 300.0, until=("queued", "running")) -> dict:
@@ -35,59 +34,36 @@ def wait_job(client, job_id: int, timeout: float = 300.0, until=("queued", "runn
     raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s: {job}")
 
 
-def add_tomogram(project: Path, path: Path, shape_zyx, voxel_size_A: float, name: str) -> int:
-    """A tomogram row as the tomogram API stores it (MRC source)."""
-    from cryoscout.app import db
-
-    conn = db.connect(project / "cryoscout.db")
-    nz, ny, nx = shape_zyx
-    cur = conn.execute(
-        "INSERT INTO tomograms (name, path, source, nx, ny, nz, voxel_size_A, dtype, created) "
-        "VALUES (?, ?, 'mrc', ?, ?, ?, ?, 'float32', ?)",
-        (name, str(path), nx, ny, nz, voxel_size_A, db.now()),
-    )
-    conn.close()
-    return cur.lastrowid
+def add_tomogram(client, path: Path) -> int:
+    r = client.post("/api/tomograms", json={"path": str(path)})
+    assert r.status_code == 201, r.text
+    return r.json()["tomograms"][0]["id"]
 
 
-def add_class(project: Path, name: str, radius_vox: float | None, radius_A=None) -> int:
-    from cryoscout.app import db
-
-    conn = db.connect(project / "cryoscout.db")
-    cur = conn.execute(
-        "INSERT INTO particle_classes (name, colour, radius_A, radius_vox, created) "
-        "VALUES (?, '#e6194b', ?, ?, ?)",
-        (name, radius_A, radius_vox, db.now()),
-    )
-    conn.close()
-    return cur.lastrowid
+def add_class(client, name: str, **radius) -> int:
+    r = client.post("/api/particle-classes", json={"name": name, **radius})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
-def add_annotations(project: Path, tomogram_id: int, class_id: int, xyz) -> None:
-    from cryoscout.app import db
-
-    conn = db.connect(project / "cryoscout.db")
-    conn.executemany(
-        "INSERT INTO annotations (tomogram_id, class_id, x, y, z, source, labeler, time) "
-        "VALUES (?, ?, ?, ?, ?, 'click', 'alice', ?)",
-        [(tomogram_id, class_id, float(x), float(y), float(z), db.now()) for x, y, z in xyz],
-    )
-    conn.close()
+def add_annotations(client, tomogram_id: int, name: str, xyz) -> None:
+    for x, y, z in xyz:
+        r = client.post(
+            f"/api/tomograms/{tomogram_id}/annotations",
+            json={"class": name, "x": float(x), "y": float(y), "z": float(z), "labeler": "alice"},
+        )
+        assert r.status_code == 201, r.text
 
 
-def annotations(project: Path, tomogram_id: int) -> list[dict]:
-    conn = sqlite3.connect(project / "cryoscout.db")
-    conn.row_factory = sqlite3.Row
-    rows = conn.execute(
-        "SELECT * FROM annotations WHERE tomogram_id = ? ORDER BY id", (tomogram_id,)
-    ).fetchall()
-    conn.close()
-    return [dict(r) for r in rows]
+def annotations(client, tomogram_id: int) -> list[dict]:
+    r = client.get(f"/api/tomograms/{tomogram_id}/annotations")
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A project with one simulated tomogram, two classes and 4 annotations per class."""
+def sim(tmp_path_factory):
+    """A simulated tomogram (two classes, 16 particles) written as the simulator writes it."""
     from cryoscout.simulate.tomogram import (
         TomogramConfig,
         simulate_tomogram,
@@ -97,24 +73,31 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("picker_project")
     sim = simulate_tomogram(
         TomogramConfig(
-            shape=(48, 96, 96), voxel_size_A=20.0, n_particles=20, shapes=("sphere", "ring")
+            shape=(32, 64, 64), voxel_size_A=20.0, n_particles=16, shapes=("sphere", "ring")
         ),
         seed=1,
     )
     files = write_simulated_tomogram(sim, root / "data" / "tomo1")
-    tid = add_tomogram(root, files["tomogram"], sim.tomogram.shape, 20.0, "tomo1")
-    ids = {}
-    for c, name in enumerate(sim.class_names, start=1):
-        ids[name] = add_class(root, name, sim.radii[c])
-        xyz = sim.particles[sim.particles["class"] == c][["x", "y", "z"]].to_numpy()[:4]
-        add_annotations(root, tid, ids[name], xyz)
-    return {"dir": root, "tomogram": tid, "classes": ids, "sim": sim}
+    return {"root": root, "sim": sim, "tomogram": files["tomogram"]}
 
 
 @pytest.fixture(scope="module")
-def client(project):
-    with TestClient(create_app(project["dir"])) as c:
+def client(sim):
+    with TestClient(create_app(sim["root"])) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def project(sim, client):
+    """The simulated tomogram in the project, its two classes and 4 annotations per class."""
+    s = sim["sim"]
+    tid = add_tomogram(client, sim["tomogram"])
+    ids = {}
+    for c, name in enumerate(s.class_names, start=1):
+        ids[name] = add_class(client, name, radius_vox=s.radii[c])
+        xyz = s.particles[s.particles["class"] == c][["x", "y", "z"]].to_numpy()[:4]
+        add_annotations(client, tid, name, xyz)
+    return {"dir": sim["root"], "tomogram": tid, "classes": ids, "sim": s}
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +168,7 @@ def test_predict_stores_scored_picks_per_class(client, project, trained, predict
 def test_accept_reject_reset_make_and_remove_annotations(client, project, predicted):
     tid = project["tomogram"]
     pick = client.get(f"/api/tomograms/{tid}/picks").json()["picks"][0]
-    before = len(annotations(project["dir"], tid))
+    before = len(annotations(client, tid))
     r = client.put(f"/api/picks/{pick['id']}", json={"status": "accepted", "labeler": "bob"})
     assert r.status_code == 200, r.text
     ann = r.json()["annotation"]
@@ -201,22 +184,25 @@ def test_accept_reject_reset_make_and_remove_annotations(client, project, predic
     # Accepting again adds nothing.
     again = client.put(f"/api/picks/{pick['id']}", json={"status": "accepted"}).json()
     assert again["annotation"]["id"] == ann["id"]
-    assert len(annotations(project["dir"], tid)) == before + 1
+    assert len(annotations(client, tid)) == before + 1
     # Rejecting removes the annotation it made; resetting a rejected pick changes nothing else.
     rej = client.put(f"/api/picks/{pick['id']}", json={"status": "rejected"}).json()
     assert rej["pick"]["status"] == "rejected" and rej["annotation"] is None
-    assert len(annotations(project["dir"], tid)) == before
+    assert len(annotations(client, tid)) == before
     reset = client.put(f"/api/picks/{pick['id']}", json={"status": "pending"}).json()
     assert reset["pick"] == {**pick, "status": "pending"}
     # Accept, then reset: the annotation goes too.
     client.put(f"/api/picks/{pick['id']}", json={"status": "accepted"})
     client.put(f"/api/picks/{pick['id']}", json={"status": "pending"})
-    assert len(annotations(project["dir"], tid)) == before
-    events = sqlite3.connect(project["dir"] / "cryoscout.db").execute(
-        "SELECT action FROM annotation_events WHERE annotation_id IN "
-        "(SELECT annotation_id FROM annotation_events WHERE action = 'add') ORDER BY id"
-    )
-    assert [e[0] for e in events] == ["add", "delete", "add", "delete"]
+    assert len(annotations(client, tid)) == before
+    # Undo (the annotation log) takes an accepted pick's annotation back: pending again.
+    client.put(f"/api/picks/{pick['id']}", json={"status": "accepted", "labeler": "carol"})
+    undone = client.post("/api/annotations/undo", json={"labeler": "carol"})
+    assert undone.status_code == 200, undone.text
+    assert undone.json()["undone"]["action"] == "add"
+    assert len(annotations(client, tid)) == before
+    now = client.get(f"/api/tomograms/{tid}/picks").json()["picks"]
+    assert next(p for p in now if p["id"] == pick["id"])["status"] == "pending"
     assert client.put("/api/picks/999999", json={"status": "accepted"}).status_code == 404
     assert client.put(f"/api/picks/{pick['id']}", json={"status": "maybe"}).status_code == 422
 
@@ -228,7 +214,7 @@ def test_accept_by_threshold_and_predict_again_keeps_decisions(client, project, 
     rejected = next(p for p in picks if p["score"] >= threshold)
     client.put(f"/api/picks/{rejected['id']}", json={"status": "rejected"})
     expected = sum(p["score"] >= threshold and p["id"] != rejected["id"] for p in picks)
-    n_before = len(annotations(project["dir"], tid))
+    n_before = len(annotations(client, tid))
     r = client.post(f"/api/tomograms/{tid}/picks/accept", json={"threshold": threshold})
     assert r.status_code == 200, r.text
     assert r.json()["accepted"] == expected > 0
@@ -240,7 +226,7 @@ def test_accept_by_threshold_and_predict_again_keeps_decisions(client, project, 
             else ("accepted" if p["score"] >= threshold else "pending")
         )
         assert after[p["id"]]["status"] == want
-    assert len(annotations(project["dir"], tid)) == n_before + expected
+    assert len(annotations(client, tid)) == n_before + expected
     # Nothing pending is left above the threshold: accepting again adds none.
     again = client.post(f"/api/tomograms/{tid}/picks/accept", json={"threshold": threshold})
     assert again.json()["accepted"] == 0
@@ -254,7 +240,7 @@ def test_accept_by_threshold_and_predict_again_keeps_decisions(client, project, 
     now = {p["id"]: p for p in new if p["status"] != "pending"}
     assert now == decided
     assert len(new) == len(after)
-    by_ann = {a["id"]: a for a in annotations(project["dir"], tid)}
+    by_ann = {a["id"]: a for a in annotations(client, tid)}
     assert all(
         by_ann[p["annotation_id"]]["pick_id"] == i for i, p in now.items() if p["annotation_id"]
     )
@@ -263,12 +249,14 @@ def test_accept_by_threshold_and_predict_again_keeps_decisions(client, project, 
 def test_evaluate_against_hand_placed_annotations(client, project):
     """Hand-computed one-to-one precision/recall/F1 at two thresholds."""
     from cryoscout.app import db
+    from cryoscout.io.mrc import write_mrc
 
     root = project["dir"]
-    tid = add_tomogram(root, root / "data" / "tomo1" / "tomogram.mrc", (80, 80, 80), 20.0, "hand")
-    disc = add_class(root, "disc", None, radius_A=60.0)  # 3 voxels at 20 Å
-    other = add_class(root, "other", 4.0)
-    add_annotations(root, tid, disc, [(10, 10, 10), (30, 30, 30), (50, 50, 50)])
+    write_mrc(root / "data" / "hand.mrc", np.zeros((80, 80, 80), np.float32), 20.0)
+    tid = add_tomogram(client, root / "data" / "hand.mrc")
+    disc = add_class(client, "disc", radius_A=60.0)  # 3 voxels at 20 Å
+    other = add_class(client, "other", radius_vox=4.0)
+    add_annotations(client, tid, "disc", [(10, 10, 10), (30, 30, 30), (50, 50, 50)])
     conn = db.connect(root / "cryoscout.db")
     cur = conn.execute(
         "INSERT INTO pickers (name, created, classes) VALUES ('hand', ?, ?)",
@@ -332,7 +320,7 @@ def test_bad_requests(client, project, trained, tmp_path):
 
 
 def test_cancel_a_running_train_job_leaves_no_ready_picker(client, project):
-    r = client.post("/api/picker/train", json={**TINY, "epochs": 500, "samples_per_epoch": 64})
+    r = client.post("/api/picker/train", json={**TINY, "epochs": 500, "samples_per_epoch": 16})
     assert r.status_code == 201, r.text
     job_id, picker_id = r.json()["job"]["id"], r.json()["picker"]["id"]
     t0 = time.monotonic()

@@ -22,6 +22,7 @@ import pandas as pd
 
 from cryoscout.app import db
 from cryoscout.app.project import Conflict, NotFound, Project
+from cryoscout.app.tomograms import TomogramStore
 
 #: TBall-M label radius as a fraction of the particle radius (the README's CPU example:
 #: particle radii 9 and 7 voxels, label radii 5 and 4).
@@ -45,26 +46,19 @@ STATUSES = ("pending", "accepted", "rejected")
 
 
 # -- tomograms and classes (read-only here) ---------------------------------------------
+def store(project: Project) -> TomogramStore:
+    """The project's tomograms, classes and annotations (:mod:`cryoscout.app.tomograms`)."""
+    return TomogramStore(project)
+
+
 def tomogram(project: Project, tomogram_id: int) -> sqlite3.Row:
     """The ``tomograms`` row, or :class:`NotFound`."""
-    r = project.conn.execute("SELECT * FROM tomograms WHERE id = ?", (int(tomogram_id),)).fetchone()
-    if r is None:
-        raise NotFound(f"no tomogram {tomogram_id}")
-    return r
+    return store(project).record(tomogram_id)
 
 
 def classes_by_name(project: Project) -> dict[str, sqlite3.Row]:
     rows = project.conn.execute("SELECT * FROM particle_classes ORDER BY id").fetchall()
     return {r["name"]: r for r in rows}
-
-
-def radius_vox(cls: sqlite3.Row | dict, voxel_size_A: float | None) -> float | None:
-    """A class's particle radius in voxels of a tomogram: ``radius_vox``, else Å / voxel size."""
-    if cls["radius_vox"] is not None:
-        return float(cls["radius_vox"])
-    if cls["radius_A"] is not None and voxel_size_A:
-        return float(cls["radius_A"]) / float(voxel_size_A)
-    return None
 
 
 def annotation_table(
@@ -212,7 +206,7 @@ def request_training(project: Project, body: dict[str, Any]) -> tuple[dict, dict
     voxel = _same_voxel_size(used_tomos, "the training tomograms")
     particle = {}
     for n in names:
-        r = radius_vox(known[n], voxel)
+        r = store(project).radius_vox(known[n], used_tomos[0]["id"])
         if r is None:
             raise ValueError(f"class {n!r} has no radius in voxels (give radius_vox or radius_A)")
         particle[n] = r
@@ -426,69 +420,34 @@ def _pick(c: sqlite3.Connection, pick_id: int) -> sqlite3.Row:
     return r
 
 
-def _annotation_event(c, a: dict, action: str, labeler: str, t: str) -> None:
-    """Log an annotation change in ``annotation_events`` (what undo walks back)."""
-    c.execute(
-        "INSERT INTO annotation_events (annotation_id, tomogram_id, action, class_id, x, y, z, "
-        "before, labeler, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            a["id"],
-            a["tomogram_id"],
-            action,
-            a["class_id"],
-            a["x"],
-            a["y"],
-            a["z"],
-            db.dumps(a) if action == "delete" else None,
-            labeler,
-            t,
-        ),
-    )
+def _set_status(project: Project, c, p: sqlite3.Row, status: str, labeler: str) -> dict | None:
+    """Move one pick to ``status`` inside transaction ``c``; returns its annotation or None.
 
-
-def _set_status(c, p: sqlite3.Row, status: str, labeler: str) -> dict | None:
-    """Move one pick to ``status`` inside transaction ``c``; returns its annotation or None."""
-    t = db.now()
+    The annotation is added or removed by the tomogram store, with its event (undo).
+    """
+    tomos = store(project)
     ann_id = p["annotation_id"]
-    existing = None
-    if ann_id is not None:
-        existing = c.execute("SELECT * FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+    exists = (
+        ann_id is not None
+        and c.execute("SELECT 1 FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+    )
     if status == "accepted":
-        if existing is None:
-            cur = c.execute(
-                "INSERT INTO annotations (tomogram_id, class_id, x, y, z, source, pick_id, "
-                "labeler, time) VALUES (?, ?, ?, ?, ?, 'pick', ?, ?, ?)",
-                (p["tomogram_id"], p["class_id"], p["x"], p["y"], p["z"], p["id"], labeler, t),
+        if not exists:
+            name = c.execute(
+                "SELECT name FROM particle_classes WHERE id = ?", (p["class_id"],)
+            ).fetchone()[0]
+            xyz = (p["x"], p["y"], p["z"])
+            ann_id = tomos.insert_annotation(
+                c, p["tomogram_id"], name, xyz, labeler, "pick", p["id"]
             )
-            ann_id = cur.lastrowid
-            existing = c.execute("SELECT * FROM annotations WHERE id = ?", (ann_id,)).fetchone()
-            _annotation_event(c, dict(existing), "add", labeler, t)
     else:
-        if existing is not None:
-            c.execute("DELETE FROM annotations WHERE id = ?", (ann_id,))
-            _annotation_event(c, dict(existing), "delete", labeler, t)
-        ann_id, existing = None, None
+        if exists:
+            tomos.remove_annotation(c, ann_id, labeler)
+        ann_id = None
     c.execute(
         "UPDATE picks SET status = ?, annotation_id = ? WHERE id = ?", (status, ann_id, p["id"])
     )
-    return None if existing is None else dict(existing)
-
-
-def _annotation_json(a: dict | None, names: dict[int, str]) -> dict | None:
-    if a is None:
-        return None
-    return {
-        "id": a["id"],
-        "class": names.get(a["class_id"]),
-        "class_id": a["class_id"],
-        "x": a["x"],
-        "y": a["y"],
-        "z": a["z"],
-        "source": a["source"],
-        "pick_id": a["pick_id"],
-        "labeler": a["labeler"],
-        "time": a["time"],
-    }
+    return None if ann_id is None else tomos.annotation(ann_id)
 
 
 def set_pick_status(project: Project, pick_id: int, status: str, labeler: str) -> dict[str, Any]:
@@ -499,10 +458,9 @@ def set_pick_status(project: Project, pick_id: int, status: str, labeler: str) -
     if status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}")
     with db.transaction(project.conn) as c:
-        ann = _set_status(c, _pick(c, pick_id), status, labeler)
+        ann = _set_status(project, c, _pick(c, pick_id), status, labeler)
         p = _pick(c, pick_id)
-    names = _class_names(project)
-    return {"pick": _pick_json(p, names), "annotation": _annotation_json(ann, names)}
+    return {"pick": _pick_json(p, _class_names(project)), "annotation": ann}
 
 
 def accept_above(
@@ -528,7 +486,7 @@ def accept_above(
     with db.transaction(project.conn) as c:
         rows = c.execute(sql, args).fetchall()
         for p in rows:
-            _set_status(c, p, "accepted", labeler)
+            _set_status(project, c, p, "accepted", labeler)
     return {"accepted": len(rows), "picker": pid}
 
 
@@ -572,7 +530,7 @@ def evaluate(
     if annotated:
         radius = {}
         for c in annotated:
-            r = radius_vox(by_id[c], _voxel_size(t))
+            r = store(project).radius_vox(by_id[c], t["id"])
             if r is None:
                 raise ValueError(f"class {by_id[c]['name']!r} has no radius in voxels")
             radius[c] = r

@@ -51,21 +51,6 @@ def tomogram_job(t: sqlite3.Row) -> TomogramJob:
     )
 
 
-def open_volume(job: TomogramJob):
-    """The ``(z, y, x)`` array of a tomogram, memory-mapped (MRC) or lazy (copick zarr)."""
-    from cryoscout.errors import InputError
-    from cryoscout.io.mrc import read_mrc
-
-    if job.copick is not None:
-        from cryoscout.io.copick_project import open_copick_tomogram
-
-        return open_copick_tomogram(job.copick)
-    volume, _ = read_mrc(job.path, mmap=True)
-    if volume.ndim != 3:
-        raise InputError(job.path, f"expected a 3D tomogram, got an array of shape {volume.shape}")
-    return volume
-
-
 def run_pick_train(project: Project, job: dict, report: Reporter) -> dict:
     """Job ``pick_train``: train the picker registered with the job on the annotations.
 
@@ -84,11 +69,10 @@ def run_pick_train(project: Project, job: dict, report: Reporter) -> dict:
     report(0.01, "reading annotations", force=True)
     volumes, tables, used = [], [], []
     for tid in p["tomograms"]:
-        t = pickers.tomogram(project, tid)
         table = pickers.annotation_table(project, tid, class_ids)
         if len(table) == 0:
             continue
-        volumes.append(open_volume(tomogram_job(t)))
+        volumes.append(pickers.store(project).volume(tid))
         tables.append(
             pd.DataFrame(
                 {
