@@ -480,3 +480,26 @@ def test_a_copick_tomogram_exports_into_its_own_project(tmp_path):
         assert r.json() == {"written": {"TS_1": {}, "TS_2": {"ribosome": 1}}, "config": str(config)}
     (picks,) = copick.from_file(str(config)).get_run("TS_2").get_picks(user_id="cryoscout")
     np.testing.assert_allclose(picks.numpy()[0], [[10.0, 20.0, 30.0]])
+
+
+def test_the_example_project_has_tomograms_classes_and_truth_to_import(tmp_path):
+    import pandas as pd
+
+    from cryoscout.app.example import TOMO_SHAPE, make_example_project
+
+    make_example_project(tmp_path / "example", n=0, tomograms=1).close()
+    with make_client(tmp_path / "example", tmp_path) as c:
+        (tomo,) = c.get("/api/tomograms").json()
+        assert tomo["name"] == "TS_01" and tomo["n_annotations"] == {}
+        assert tomo["shape"] == dict(zip("zyx", TOMO_SHAPE, strict=True))
+        folder = tmp_path / "example" / "data"
+        classes = pd.read_csv(folder / "tomograms" / "TS_01" / "classes.csv")
+        found = {k["name"]: k["radius_vox"] for k in c.get("/api/particle-classes").json()}
+        assert found == dict(zip(classes["name"], classes["radius_vox"], strict=True))
+        truth = pd.read_csv(folder / "truth_TS_01.csv")
+        r = c.post(
+            "/api/tomograms/1/annotations/import", json={"path": str(folder / "truth_TS_01.csv")}
+        )
+        assert r.json() == {"added": len(truth)} and len(truth) > 20
+        counts = c.get("/api/tomograms/1").json()["n_annotations"]
+        assert counts == truth["name"].value_counts().to_dict()
