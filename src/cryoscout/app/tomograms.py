@@ -301,7 +301,7 @@ class TomogramStore:
         img = slices.view(volume, axis, int(index), int(bin), float(lowpass))
         table = self.contrast_table(tomogram_id, int(bin), float(lowpass))
         vlo, vhi = slices.percentile_value(table, lo), slices.percentile_value(table, hi)
-        return slices.png_bytes(slices.to_uint8(img, vlo, vhi)), img.shape
+        return slices.png_grey(slices.to_uint8(img, vlo, vhi)), img.shape
 
     # -- particle classes -------------------------------------------------------------
     def classes(self) -> list[dict]:
