@@ -473,7 +473,9 @@ def test_a_copick_tomogram_exports_into_its_own_project(tmp_path):
     config = copick_project(tmp_path / "cp")
     with make_client(tmp_path / "project", tmp_path) as c:
         c.post("/api/tomograms", json={"path": str(config)})
-        c.post("/api/particle-classes", json={"name": "ribosome", "radius_A": 120})
+        # The project's particle types became classes, so its names export back.
+        (ribo,) = c.get("/api/particle-classes").json()
+        assert (ribo["name"], ribo["radius_A"], ribo["colour"]) == ("ribosome", 120.0, "#00ff00")
         c.post("/api/tomograms/2/annotations", json={"class": "ribosome", "x": 1, "y": 2, "z": 3})
         r = c.post("/api/export/copick", json={})
         assert r.status_code == 200, r.text

@@ -156,7 +156,20 @@ class TomogramStore:
             )
         with db.transaction(self.conn) as c:
             ids = [self._insert(c, r) for r in rows]
+        self._add_copick_classes(config)
         return [self.tomogram(i) for i in ids]
+
+    def _add_copick_classes(self, config: Path) -> None:
+        """Create the project's particle types as classes (those not defined yet), so that
+        annotations export back into the project under the names copick knows."""
+        from cryoscout.io.copick_project import copick_particle_types
+
+        known = {c["name"] for c in self.classes()}
+        for t in copick_particle_types(config):
+            if t.name in known or not CLASS_NAME.match(t.name) or not t.radius_A:
+                continue
+            colour = t.colour if t.colour and _COLOUR.match(t.colour) else None
+            self.add_class(t.name, colour=colour, radius_A=t.radius_A)
 
     def _insert(self, c: sqlite3.Connection, r: dict) -> int:
         nz, ny, nx = (int(n) for n in r["shape"])
