@@ -340,3 +340,18 @@ def test_cancel_a_running_train_job_leaves_no_ready_picker(client, project):
     assert not (project["dir"] / "pickers" / str(picker_id) / "model.pt").exists()
     r = client.post("/api/picker/predict", json={"picker": picker_id})
     assert r.status_code == 400 and "not ready" in r.json()["detail"]
+
+
+def test_stopping_the_server_interrupts_a_train_job(client, project):
+    runner = client.app.state.runner
+    r = client.post("/api/picker/train", json={**TINY, "epochs": 500})
+    job_id, picker_id = r.json()["job"]["id"], r.json()["picker"]["id"]
+    job = wait_job(client, job_id, timeout=120, until=("queued",))
+    assert job["state"] == "running", job
+    runner.stop()  # what the server does when it stops (Ctrl-C)
+    try:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        assert job["state"] == "interrupted", job
+        assert client.get(f"/api/pickers/{picker_id}").json()["status"] == "failed"
+    finally:
+        runner.start()
