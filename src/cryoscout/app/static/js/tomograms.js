@@ -126,7 +126,7 @@ async function addTomogram(e) {
     const reply = await api("/api/tomograms", { method: "POST", body });
     $("#add-tomo-path").value = "";
     $("#add-tomo-name").value = "";
-    await loadTomograms();
+    await Promise.all([loadTomograms(), loadClasses()]); // a copick project brings its particle types
     const added = reply.tomograms || [];
     toast(`Added ${added.map((t) => t.name).join(", ") || "the tomogram"}.`);
     if (added.length) location.hash = `#/tomograms/${added[0].id}`;
