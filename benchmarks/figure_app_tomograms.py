@@ -68,18 +68,74 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=24)
     parser.add_argument("--channels", default="8,16,24", help="U-Net channels per level")
     parser.add_argument("--no-picker", action="store_true", help="only the annotation screenshot")
+    parser.add_argument(
+        "--reuse", type=Path, help="the folder of an earlier run: screenshots only, no training"
+    )
     args = parser.parse_args()
 
     import pandas as pd
     from playwright.sync_api import sync_playwright
 
+    tmp = args.reuse or Path(tempfile.mkdtemp(prefix="cryoscout_fig_"))
+    if not args.reuse:
+        simulate(tmp / "data" / "TS_01", args.seed)
+        (tmp / "project").mkdir()
+    truth = pd.read_csv(tmp / "data" / "TS_01" / "particles.csv")
+    classes = pd.read_csv(tmp / "data" / "TS_01" / "classes.csv")
+    # The section through most particles, so the figure shows full and cut circles.
+    z = int(truth["z"].round().mode().iloc[0])
+    srv, thread, base = serve(tmp / "project", tmp / "data")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 860}, base_url=base)
+            if not args.reuse:
+                annotate(page, tmp / "data" / "TS_01", truth, classes, z)
+            open_section(page, base, z)
+            args.out.mkdir(parents=True, exist_ok=True)
+            shot(page, args.out / "app_tomogram_annotate.png")
+            if args.no_picker:
+                return
+            if not args.reuse:
+                body = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch}
+                body.update(patch=args.patch, channels=[int(c) for c in args.channels.split(",")])
+                reply = call(page, "POST", "/api/picker/train", body)
+                wait_job(page, reply["job"]["id"], "training")
+                picker = reply["picker"]["id"]
+                reply = call(page, "POST", "/api/picker/predict", {"picker": picker})
+                wait_job(page, reply["job"]["id"], "prediction")
+            for pick in call(page, "GET", "/api/tomograms/1/picks")["picks"]:
+                if pick["status"] != "pending":  # a rerun starts from the same state
+                    call(page, "PUT", f"/api/picks/{pick['id']}", {"status": "pending"})
+            page.goto(base + "/#/tomograms/1")
+            page.reload()
+            page.wait_for_selector("#slice-wrap[data-shown]")
+            page.click("#sec-classes summary")  # folded, so the review panel shows whole
+            page.click("#sec-tomos summary")
+            page.locator("#review-threshold").fill("0.4")
+            page.locator("#slice-wrap").focus()
+            # Review as a user does: the best pick is accepted, so is the next; the third
+            # is the one selected.
+            for key in "naa":
+                page.keyboard.press(key)
+                page.wait_for_timeout(400)
+            page.wait_for_selector("#slice-wrap:not(.loading)")
+            page.wait_for_selector("#review-eval-table")
+            shot(page, args.out / "app_tomogram_review.png")
+            browser.close()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=20)
+    print("run folder (for --reuse):", tmp)
+
+
+def simulate(out: Path, seed: int) -> None:
     from cryoscout.simulate.tomogram import (
         TomogramConfig,
         simulate_tomogram,
         write_simulated_tomogram,
     )
 
-    tmp = Path(tempfile.mkdtemp(prefix="cryoscout_fig_"))
     cfg = TomogramConfig(
         shape=(48, 128, 128),
         voxel_size_A=20.0,
@@ -88,68 +144,43 @@ def main() -> None:
         tilt_step_deg=3.0,
         snr=0.3,
     )
-    sim = simulate_tomogram(cfg, seed=args.seed)
-    files = write_simulated_tomogram(sim, tmp / "data" / "TS_01")
-    truth = pd.read_csv(files["particles"])
-    classes = pd.read_csv(files["classes"])
-    (tmp / "project").mkdir()
-    srv, thread, base = serve(tmp / "project", tmp / "data")
+    write_simulated_tomogram(simulate_tomogram(cfg, seed=seed), out)
+
+
+def annotate(page, folder: Path, truth, classes, z: int) -> None:
+    """The tomogram, its classes and the dozen true particles of each class nearest to
+    section z, placed as clicks place them (on whole sections)."""
+    call(page, "POST", "/api/tomograms", {"path": str(folder / "tomogram.mrc"), "name": "TS_01"})
     colours = ["#e6194b", "#42d4f4"]
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 860}, base_url=base)
-            call(page, "POST", "/api/tomograms", {"path": str(files["tomogram"]), "name": "TS_01"})
-            for (_, c), colour in zip(classes.iterrows(), colours, strict=False):
-                body = {"name": c["name"], "colour": colour, "radius_vox": float(c["radius_vox"])}
-                call(page, "POST", "/api/particle-classes", body)
-            # The section through most particles, so the figure shows full and cut circles, and
-            # the dozen true particles of each class nearest to it, as clicks place them.
-            z = int(truth["z"].round().mode().iloc[0])
-            near = truth.assign(dz=(truth["z"] - z).abs()).sort_values("dz")
-            names = dict(zip(classes["class"], classes["name"], strict=True))
-            for _, t in near.groupby("class").head(12).iterrows():
-                body = {"class": names[t["class"]], "x": float(t["x"]), "y": float(t["y"])}
-                body.update(z=float(round(t["z"])), labeler="alice")
-                call(page, "POST", "/api/tomograms/1/annotations", body)
-            page.goto(base + "/#/tomograms/1")
-            page.fill("#labeler", "alice")
-            page.wait_for_selector("#slice-wrap[data-shown]")
-            page.fill("#tomo-lowpass", "1")
-            page.dispatch_event("#tomo-lowpass", "change")
-            page.fill("#tomo-index-num", str(z))
-            page.dispatch_event("#tomo-index-num", "change")
-            page.wait_for_selector(f"#slice-wrap[data-shown='z:{z}']:not(.loading)")
-            page.locator("#slice-wrap").focus()
-            page.keyboard.press("Escape")
-            page.wait_for_timeout(400)
-            args.out.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.out / "app_tomogram_annotate.png"))
-            print("wrote", args.out / "app_tomogram_annotate.png")
-            if not args.no_picker:
-                body = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch}
-                body.update(patch=args.patch, channels=[int(c) for c in args.channels.split(",")])
-                reply = call(page, "POST", "/api/picker/train", body)
-                wait_job(page, reply["job"]["id"], "training")
-                picker = reply["picker"]["id"]
-                reply = call(page, "POST", "/api/picker/predict", {"picker": picker})
-                wait_job(page, reply["job"]["id"], "prediction")
-                page.goto(base + "/#/tomograms/1")
-                page.wait_for_selector("#slice-wrap[data-shown]")
-                page.click("#sec-classes summary")  # folded, so the review panel shows whole
-                page.click("#sec-tomos summary")
-                page.locator("#review-threshold").fill("0.4")
-                page.locator("#slice-wrap").focus()
-                page.keyboard.press("n")
-                page.wait_for_selector("#slice-wrap:not(.loading)")
-                page.wait_for_selector("#review-eval-table")
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(args.out / "app_tomogram_review.png"))
-                print("wrote", args.out / "app_tomogram_review.png")
-            browser.close()
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=20)
+    for (_, c), colour in zip(classes.iterrows(), colours, strict=False):
+        body = {"name": c["name"], "colour": colour, "radius_vox": float(c["radius_vox"])}
+        call(page, "POST", "/api/particle-classes", body)
+    near = truth.assign(dz=(truth["z"] - z).abs()).sort_values("dz")
+    names = dict(zip(classes["class"], classes["name"], strict=True))
+    for _, t in near.groupby("class").head(12).iterrows():
+        body = {"class": names[t["class"]], "x": float(t["x"]), "y": float(t["y"])}
+        body.update(z=float(round(t["z"])), labeler="alice")
+        call(page, "POST", "/api/tomograms/1/annotations", body)
+
+
+def open_section(page, base: str, z: int) -> None:
+    page.goto(base + "/#/tomograms/1")
+    page.fill("#labeler", "alice")
+    page.wait_for_selector("#slice-wrap[data-shown]")
+    page.fill("#tomo-lowpass", "1")
+    page.dispatch_event("#tomo-lowpass", "change")
+    page.fill("#tomo-index-num", str(z))
+    page.dispatch_event("#tomo-index-num", "change")
+    page.wait_for_selector(f"#slice-wrap[data-shown='z:{z}']:not(.loading)")
+    page.locator("#slice-wrap").focus()
+    page.keyboard.press("Escape")
+
+
+def shot(page, path: Path) -> None:
+    page.wait_for_timeout(400)
+    page.evaluate("document.getElementById('toast').hidden = true")
+    page.screenshot(path=str(path))
+    print("wrote", path)
 
 
 if __name__ == "__main__":

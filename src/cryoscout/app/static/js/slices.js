@@ -14,6 +14,7 @@ import { $, toast } from "./ui.js";
 const PLANE = { z: ["x", "y"], y: ["x", "z"], x: ["y", "z"] };
 const VIEW_NAME = { z: "xy", y: "xz", x: "yz" };
 const CACHE_SIZE = 64;
+const PARAMS_KEY = "cryoscout.sliceParams";
 const PREFETCH = [1, 2, -1, 3, 4, -2, 10, -10]; // in the stepping direction first
 
 export const view = {
@@ -258,29 +259,30 @@ function drawNow() {
   let nPick = 0;
   for (const it of items) {
     const [x, y] = toScreen(it.u, it.v);
-    const rr = Math.max(1.5, it.r * view.zoom);
+    const cut = Math.max(1.5, it.r * view.zoom); // the sphere's cut of this section
+    // Picks ring just outside the particle, so a pick and an annotation of it both show.
+    const rr = it.kind === "pick" ? cut + 3 : cut;
     if (x < -rr || y < -rr || x > w + rr || y > ht + rr) continue;
     const colour = it.cls?.colour || "#f2c94c";
     const isSel = sel && sel.kind === it.kind && sel.id === it.obj.id;
+    const score = it.kind === "pick" ? Math.max(0, Math.min(1, it.obj.score)) : 1;
     ctx.save();
-    ctx.strokeStyle = colour;
     ctx.fillStyle = colour;
     if (it.kind === "annotation") {
       nAnn++;
-      ctx.globalAlpha = it.centre ? 1 : 0.75;
+      ctx.globalAlpha = it.centre ? 1 : 0.8;
       ctx.lineWidth = it.centre ? 2 : 1.25;
-      ctx.setLineDash(it.centre ? [] : [4, 3]);
-      if (it.obj.pending) ctx.setLineDash([2, 2]);
+      ctx.setLineDash(it.obj.pending ? [2, 2] : it.centre ? [] : [4, 3]);
     } else {
       nPick++;
-      // Confidence shows as opacity; pending picks are dashed rings, accepted ones solid.
-      ctx.globalAlpha = 0.3 + 0.7 * Math.max(0, Math.min(1, it.obj.score));
-      ctx.lineWidth = it.centre ? 2.5 : 1.25;
-      ctx.setLineDash(it.obj.status === "accepted" ? [] : [7, 4]);
+      // Confidence shows as opacity and ring width; pending picks are dashed, accepted solid.
+      ctx.globalAlpha = 0.35 + 0.65 * score;
+      ctx.lineWidth = it.centre ? 1.25 + 2 * score : 1.25;
+      ctx.setLineDash(it.obj.status === "accepted" ? [] : [6, 3]);
     }
-    // A dark halo under the coloured ring keeps it visible on light and dark density alike.
+    // A light halo under the coloured ring keeps it visible on dark (protein) density.
     const lw = ctx.lineWidth;
-    ctx.strokeStyle = "rgba(0, 0, 0, .55)";
+    ctx.strokeStyle = "rgba(255, 255, 255, .5)";
     ctx.lineWidth = lw + 2;
     ctx.beginPath();
     ctx.arc(x, y, rr, 0, 2 * Math.PI);
@@ -294,8 +296,11 @@ function drawNow() {
       if (it.kind === "annotation") ctx.arc(x, y, 2.2, 0, 2 * Math.PI);
       else ctx.rect(x - 2, y - 2, 4, 4);
       ctx.fill();
-      if (it.kind === "pick" && rr > 14) {
-        ctx.font = "11px system-ui, sans-serif";
+      if (it.kind === "pick" && rr > 10) {
+        ctx.font = "600 11px system-ui, sans-serif";
+        ctx.lineWidth = 3;
+        ctx.strokeStyle = "rgba(255, 255, 255, .8)";
+        ctx.strokeText(it.obj.score.toFixed(2), x + rr * 0.72, y - rr * 0.72);
         ctx.fillText(it.obj.score.toFixed(2), x + rr * 0.72, y - rr * 0.72);
       }
     }
@@ -436,7 +441,25 @@ function onParams() {
   $("#tomo-hi-v").textContent = `${hi}`;
   view.bin = Number($("#tomo-bin").value) || 1;
   view.lowpass = Math.max(0, Number($("#tomo-lowpass").value) || 0);
+  localStorage.setItem(PARAMS_KEY, JSON.stringify({ lo, hi, bin: view.bin, lowpass: view.lowpass }));
   show();
+}
+
+/** The display settings of the last session (contrast, bin, low-pass). */
+function restoreParams() {
+  let p = null;
+  try { p = JSON.parse(localStorage.getItem(PARAMS_KEY) || "null"); } catch { /* ignore */ }
+  if (!p) return;
+  $("#tomo-lo").value = String(p.lo ?? view.lo);
+  $("#tomo-hi").value = String(p.hi ?? view.hi);
+  $("#tomo-bin").value = String(p.bin ?? view.bin);
+  $("#tomo-lowpass").value = String(p.lowpass ?? view.lowpass);
+  view.lo = Number($("#tomo-lo").value);
+  view.hi = Number($("#tomo-hi").value);
+  view.bin = Number($("#tomo-bin").value) || 1;
+  view.lowpass = Math.max(0, Number($("#tomo-lowpass").value) || 0);
+  $("#tomo-lo-v").textContent = `${view.lo}`;
+  $("#tomo-hi-v").textContent = `${view.hi}`;
 }
 
 /** Keys of the viewer; true when handled. */
@@ -566,6 +589,7 @@ function initMouse() {
 }
 
 export function initSlices() {
+  restoreParams();
   initMouse();
   for (const b of document.querySelectorAll("#tomo-axis button")) b.addEventListener("click", () => setAxis(b.dataset.axis));
   $("#tomo-index").addEventListener("input", (e) => goTo(Number(e.target.value)));
