@@ -99,17 +99,46 @@ FACTORS = {
     "alignment errors (1 px, 0.5°)": {"alignment_shift_px": 1.0, "alignment_rotation_deg": 0.5},
     "units x37 + 512": {"intensity_scale": 37.0, "intensity_offset": 512.0},
 }
+# Domain "M" (mixture): every tomogram its own setting, drawn by
+# ``simulate.tomo_domains.draw_domain`` from its default ranges (no test domain's exact
+# setting), with non-annotated proteins of *other* species than the test domains', so
+# that the test distractors are unseen ones.
+MIXTURE = "M"
+MIXTURE_DISTRACTOR_CLASSES = ["1bxn", "1s3x", "2cg9", "3gl1", "3h84", "3qm1"]
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
-SEED_BASE = {"A": 1000, "B": 2000, "C": 3000}
+MIXTURE_SPLITS = {"train": list(range(12)), "val": [20], "test": []}
+SEED_BASE = {"A": 1000, "B": 2000, "C": 3000, MIXTURE: 4000}
+# Training variants: appearance randomisation of patches, share of patches centred on
+# a distractor (learned negatives).
+VARIANTS = {
+    "plain": {"appearance": False, "distractor_fraction": 0.0},
+    "random": {"appearance": True, "distractor_fraction": 0.0},
+    "neg": {"appearance": False, "distractor_fraction": 0.25},
+    "neg-random": {"appearance": True, "distractor_fraction": 0.25},
+}
 
 
-def _config(domain: str, shape, particles: int):
+def mixture_setting(seed: int) -> dict:
+    """The simulator setting of mixture tomogram ``seed`` (reproducible)."""
+    from cryoscout.simulate.tomo_domains import draw_domain
+
+    return draw_domain(np.random.default_rng([seed, 4]))
+
+
+def _config(domain: str, shape, particles: int, seed: int | None = None):
     from cryoscout.simulate.tomogram import TomogramConfig, load_templates
 
-    opts = dict(DOMAINS[domain]) if domain in DOMAINS else {**DOMAINS["A"], **FACTORS[domain]}
+    distractors = DISTRACTOR_CLASSES
+    if domain == MIXTURE:
+        opts = mixture_setting(seed)
+        distractors = MIXTURE_DISTRACTOR_CLASSES
+    elif domain in DOMAINS:
+        opts = dict(DOMAINS[domain])
+    else:
+        opts = {**DOMAINS["A"], **FACTORS[domain]}
     if opts.get("n_distractors"):
-        opts["distractor_templates"] = load_templates(TEMPLATES, DISTRACTOR_CLASSES)
+        opts["distractor_templates"] = load_templates(TEMPLATES, distractors)
     return TomogramConfig(
         shape=shape,
         voxel_size_A=VOXEL_A,
@@ -130,11 +159,11 @@ def simulate(out: Path, domain: str, seeds: list[int], shape, particles: int) ->
     from cryoscout.io.atomic import atomic_path
     from cryoscout.simulate.tomogram import simulate_tomogram
 
-    cfg = _config(domain, shape, particles)
     for seed in seeds:
         path = _sim_path(out, domain, seed)
         if path.is_file():
             continue
+        cfg = _config(domain, shape, particles, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         sim = simulate_tomogram(cfg, seed=seed)
@@ -165,7 +194,8 @@ def load_sim(out: Path, domain: str, seed: int) -> dict:
 
 
 def _seeds(domain: str, split: str) -> list[int]:
-    return [SEED_BASE[domain] + s for s in SPLITS[split]]
+    splits = MIXTURE_SPLITS if domain == MIXTURE else SPLITS
+    return [SEED_BASE[domain] + s for s in splits[split]]
 
 
 def train(args) -> None:
@@ -185,8 +215,12 @@ def train(args) -> None:
     sims = [load_sim(args.out, args.domain, s) for s in _seeds(args.domain, "train")]
     radii = sims[0]["radii"]
     label_r = {c: float(max(1, round(args.label_frac * r))) for c, r in radii.items()}
-    tomos = [prepare_tomogram(s["tomogram"], s["particles"], label_r) for s in sims]
-    aug = Augmentation(appearance=Appearance() if args.variant == "random" else None)
+    variant = VARIANTS[args.variant]
+    tomos = [
+        prepare_tomogram(s["tomogram"], s["particles"], label_r, distractors=s["distractors"])
+        for s in sims
+    ]
+    aug = Augmentation(appearance=Appearance() if variant["appearance"] else None)
     cfg = TrainConfig(
         channels=tuple(int(c) for c in args.channels.split(",")),
         coord_mode="tomogram",
@@ -198,6 +232,7 @@ def train(args) -> None:
         seed=args.seed,
         accelerator="cpu",
         augmentation=aug,
+        distractor_fraction=variant["distractor_fraction"],
     )
     t0 = time.perf_counter()
 
@@ -477,9 +512,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=["simulate", "train", "evaluate", "ablate"])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--domain", choices=list(DOMAINS), default="A")
+    p.add_argument("--domain", choices=[*DOMAINS, MIXTURE], default="A")
     p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
-    p.add_argument("--variant", choices=["plain", "random"], default="random")
+    p.add_argument("--variant", choices=list(VARIANTS), default="random")
     p.add_argument("--shape", default="64,160,160", help="z,y,x of the simulated tomograms")
     p.add_argument("--particles", type=int, default=60)
     p.add_argument("--epochs", type=int, default=40)
@@ -499,7 +534,7 @@ def main() -> None:
     shape = tuple(int(v) for v in args.shape.split(","))
     if args.stage == "simulate":
         for d in args.domains.split(","):
-            seeds = [s for split in SPLITS for s in _seeds(d, split)]
+            seeds = [s for split in ("train", "val", "test") for s in _seeds(d, split)]
             simulate(args.out, d, seeds, shape, args.particles)
     elif args.stage == "train":
         train(args)
