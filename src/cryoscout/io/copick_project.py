@@ -197,7 +197,8 @@ def write_copick_picks(
     """Store picks (``name, x, y, z`` in voxels, ``score``) in a copick project, in Å.
 
     One copick pick set per particle type of the project, replaced when it exists; picks
-    of a name the project does not know raise :class:`InputError`.
+    of a name the project does not know raise :class:`InputError`. A run the project does
+    not have yet is created.
     """
     root = _copick_root(tomo.config)
     known = {str(o.name) for o in root.pickable_objects}
@@ -206,7 +207,7 @@ def write_copick_picks(
         raise InputError(
             tomo.config, f"the project has no particle type {unknown[0]!r} (the model's class)"
         )
-    run = root.get_run(tomo.run)
+    run = root.get_run(tomo.run) or root.new_run(tomo.run)  # the app exports MRC tomograms too
     for name, group in picks.groupby("name"):
         points = group[["x", "y", "z"]].to_numpy(float) * tomo.voxel_size_A
         ps = run.new_picks(str(name), session_id=session_id, user_id=user_id, exist_ok=True)
