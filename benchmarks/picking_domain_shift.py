@@ -339,6 +339,18 @@ def evaluate(args) -> None:
         thr = max(thresholds, key=lambda t: (val_f1[t], -t))
         res = {"threshold": thr, "val_f1": {str(k): round(v, 3) for k, v in val_f1.items()}}
         res.update({k: info.extra[k] for k in ("patches", "train_seconds")})
+        # False picks on the training domain's own kinds of distractors (for the mixture:
+        # the species it was shown as negatives), against those on the test domains'.
+        val_picks = mp_nms(val_labels, radii, threshold=thr, classes=classes)
+        matched = set(
+            evaluate_picks(val_picks, val["particles"], radii).matches["pick"].astype(int)
+        )
+        unmatched = val_picks.iloc[[i for i in range(len(val_picks)) if i not in matched]]
+        res["val_false_picks"] = _distractor_fps(unmatched, val["distractors"], radii)
+        res["val_distractors"] = {
+            k: int((val["distractors"]["kind"] == k).sum()) if len(val["distractors"]) else 0
+            for k in ("protein", "gold", "membrane")
+        }
         for domain in DOMAINS:
             counts = {c: {"tp": 0, "fp": 0, "fn": 0} for c in classes}
             fps = {"protein": 0, "gold": 0, "membrane": 0, "elsewhere": 0}
@@ -498,6 +510,30 @@ def _markdown(s: dict) -> str:
                 ]
                 cells.append(f"{vs_home:+.3f}" + (f" ({', '.join(own)})" if own else ""))
             lines.append(f"| {name} | {domain} | " + " | ".join(cells) + " |")
+    val_fp = {m: r for m, r in res.items() if r.get("val_distractors", {}).get("protein")}
+    if val_fp:
+        lines += [
+            "",
+            "False picks on distractors in the model's own validation tomogram (the "
+            "distractor species it trained with) against the test domains' (other species "
+            "for the mixture): false picks / distractors present, proteins, gold, membranes:",
+            "",
+            "| model | tomograms | proteins | gold | membranes | false picks elsewhere |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for m, r in val_fp.items():
+            rows = [("validation", r["val_false_picks"], r["val_distractors"])]
+            rows += [
+                (f"test {d}", r[d]["false_picks"], r[d]["distractors"])
+                for d in s["domains"]
+                if d in r and r[d]["distractors"]["protein"]
+            ]
+            for label, fp, n in rows:
+                lines.append(
+                    f"| {m} | {label} | "
+                    + " | ".join(f"{fp[k]} / {n[k]}" for k in ("protein", "gold", "membrane"))
+                    + f" | {fp['elsewhere']} |"
+                )
     mixed = [m for m in res if m.startswith(MIXTURE + "-")]
     if mixed:
         lines += [
