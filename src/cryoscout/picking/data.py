@@ -306,9 +306,10 @@ class Augmentation:
         Intensity jitter: ``x * U(1-gain, 1+gain) + U(-offset, offset) + N(0, noise)``.
     appearance
         Appearance randomisation (contrast, blur, coloured noise), or ``None`` for none
-        (the default: in the CPU-sized domain-shift benchmark it cost same-domain F1 and
-        did not recover the shifted domains' F1, see BENCHMARKS.md; turn it on with
-        ``Augmentation(appearance=Appearance())`` or ``pick train --randomize-appearance``).
+        (the default: in the CPU-sized domain-shift benchmark it lifted 4v94 on one
+        shifted domain but lost on the other and on the training domain, see
+        BENCHMARKS.md; turn it on with ``Augmentation(appearance=Appearance())`` or
+        ``pick train --randomize-appearance``).
     """
 
     mirror: bool = True
