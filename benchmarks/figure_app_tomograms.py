@@ -4,7 +4,7 @@ A simulated tomogram (procedural shapes, known particle positions), the real app
 headless Chromium: a dozen particles annotated at their true centres (as clicks would place
 them), a picker trained on them and its picks reviewed with the threshold slider.
 
-Run from the repository root (about 5 minutes on 2 CPU cores, most of it training):
+Run from the repository root (a few minutes on 2 free CPU cores, most of it training):
 
     $ python benchmarks/figure_app_tomograms.py --out docs
     $ python benchmarks/figure_app_tomograms.py --out docs --no-picker   # annotation only
@@ -63,8 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--samples-per-epoch", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--samples-per-epoch", type=int, default=32)
+    parser.add_argument("--patch", type=int, default=24)
+    parser.add_argument("--channels", default="8,16,24", help="U-Net channels per level")
     parser.add_argument("--no-picker", action="store_true", help="only the annotation screenshot")
     args = parser.parse_args()
 
@@ -79,9 +81,9 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="cryoscout_fig_"))
     cfg = TomogramConfig(
-        shape=(64, 200, 200),
-        voxel_size_A=12.0,
-        n_particles=60,
+        shape=(48, 128, 128),
+        voxel_size_A=20.0,
+        n_particles=40,
         shapes=("sphere", "dumbbell"),
         tilt_step_deg=3.0,
         snr=0.3,
@@ -126,6 +128,7 @@ def main() -> None:
             print("wrote", args.out / "app_tomogram_annotate.png")
             if not args.no_picker:
                 body = {"epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch}
+                body.update(patch=args.patch, channels=[int(c) for c in args.channels.split(",")])
                 reply = call(page, "POST", "/api/picker/train", body)
                 wait_job(page, reply["job"]["id"], "training")
                 picker = reply["picker"]["id"]

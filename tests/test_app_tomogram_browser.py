@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = os.environ.get("CRYOSCOUT_CHROMIUM", "/usr/bin/chromium")
@@ -38,7 +39,7 @@ from cryoscout.app.server import create_app  # noqa: E402
 SHAPE = (40, 96, 112)  # (z, y, x): x and y differ so a swapped axis shows
 VOXEL_A = 10.0
 RADIUS_A = 50.0  # 5 voxels
-JOB_TIMEOUT_MS = 240_000
+JOB_TIMEOUT_MS = 400_000  # the tiny jobs take ~30 s idle; the machine may be shared
 expect.set_options(timeout=20_000)
 
 
@@ -131,6 +132,11 @@ def screen_of(page, x: float, y: float) -> tuple[float, float]:
     ox = (box["width"] - nx * zoom) / 2
     oy = (box["height"] - ny * zoom) / 2
     return box["x"] + ox + (x + 0.5) * zoom, box["y"] + oy + (y + 0.5) * zoom
+
+
+def open_section(page, sel: str):
+    """Unfold a side panel section (whatever state an earlier test left it in)."""
+    page.locator(sel).evaluate("d => { d.open = true; }")
 
 
 def shown(page, value: str):
@@ -262,7 +268,7 @@ def test_drag_moves_delete_removes_and_ctrl_z_undoes_on_the_server(page, server)
 def test_export_relion5_star_holds_the_clicks_in_centred_angstrom(page, server, tmp_path):
     import starfile
 
-    page.click("#sec-export summary")
+    open_section(page, "#sec-export")
     page.select_option("#ex-what", "annotations")
     page.select_option("#ex-format", "relion5")
     with page.expect_download() as dl:
@@ -287,4 +293,111 @@ def test_export_relion5_star_holds_the_clicks_in_centred_angstrom(page, server, 
     page.select_option("#ex-format", "relion4")
     page.click("#ex-download")
     expect(page.locator("#toast")).to_contain_text("RELION 4 needs")
+    assert not page.errors
+
+
+def by_xyz(points: np.ndarray) -> np.ndarray:
+    """Rows sorted by x, then y, then z (to compare point sets)."""
+    return points[np.lexsort(points.T[::-1])]
+
+
+def on_section(picks, z: int, threshold: float) -> int:
+    """Picks the page draws on section z: above the threshold, not rejected, sphere cuts z."""
+    r = RADIUS_A / VOXEL_A
+    return sum(
+        p["score"] >= threshold and p["status"] == "pending" and abs(p["z"] - z) < r for p in picks
+    )
+
+
+def test_train_a_tiny_picker_predict_and_review_with_the_threshold(page, server):
+    page.goto(server["url"] + "/#/tomograms/1")
+    shown(page, f"z:{MID}")
+    open_section(page, "#sec-train")
+    page.fill("#pt-epochs", "2")
+    page.fill("#pt-samples", "8")
+    page.fill("#pt-patch", "24")
+    page.fill("#pt-channels", "4,8")  # a tiny network: the test is about the page
+    page.click("#pt-start")
+    job = page.locator("#pt-job .job")
+    expect(job).to_be_visible()
+    expect(job).to_have_attribute("data-state", "done", timeout=JOB_TIMEOUT_MS)
+    expect(page.locator("#pt-loss")).to_be_visible()  # the loss of each epoch, drawn
+    (picker,) = api(page, "/api/pickers")
+    assert picker["status"] == "ready" and picker["classes"] == ["ribosome"]
+    # Predict on the open tomogram (checked by default) with the new picker.
+    expect(page.locator("#pp-picker")).to_have_value(str(picker["id"]))
+    expect(page.locator("#pp-tomos input[value='1']")).to_be_checked()
+    page.click("#pp-start")
+    job = page.locator("#pp-job .job")
+    expect(job).to_have_attribute("data-state", "done", timeout=JOB_TIMEOUT_MS)
+    picks = api(page, "/api/tomograms/1/picks")["picks"]
+    assert picks, "the picker found nothing"
+    expect(page.locator("#review-count")).to_contain_text(f"of {len(picks)} picks")
+
+    # The threshold slider filters the list and the drawing live.
+    scores = sorted(p["score"] for p in picks)
+    t = round(scores[len(scores) // 2], 2)
+    page.locator("#review-threshold").fill(str(t))
+    above = sum(p["score"] >= t for p in picks)
+    expect(page.locator("#review-count")).to_contain_text(
+        f"{above} of {len(picks)} picks ≥ {t:.2f}"
+    )
+    page.locator("#slice-wrap").focus()
+    page.keyboard.press("n")  # the best pick: its section is shown
+    best = max(picks, key=lambda p: (p["score"], -p["id"]))
+    z = round(best["z"])
+    shown(page, f"z:{z}")
+    expect(page.locator("#review-selected")).to_contain_text(f"Pick {best['id']}")
+    page.keyboard.press("Escape")  # a selected pick is drawn whatever its score
+    page.keyboard.press("f")
+    drawn(page, "picks", on_section(picks, z, t))
+    page.locator("#review-threshold").fill("1")
+    drawn(page, "picks", on_section(picks, z, 1.0))
+    page.locator("#review-threshold").fill("0")
+    drawn(page, "picks", on_section(picks, z, 0.0))
+    assert on_section(picks, z, 0.0) > on_section(picks, z, 1.0)
+
+    # a accepts the selected pick: it becomes an annotation (source "pick").
+    n_before = len(api(page, "/api/tomograms/1/annotations"))
+    page.keyboard.press("n")
+    expect(page.locator("#review-selected")).to_contain_text(f"Pick {best['id']}")
+    page.keyboard.press("a")
+    expect(page.locator("#review-count")).to_contain_text("1 accepted")
+    anns = api(page, "/api/tomograms/1/annotations")
+    assert len(anns) == n_before + 1
+    assert [a["pick_id"] for a in anns if a["source"] == "pick"] == [best["id"]]
+    # Precision/recall/F1 against the hand-placed particles.
+    expect(page.locator("#review-eval-table tr[data-class=ribosome]")).to_be_visible()
+    assert not page.errors
+
+
+def test_copick_project_adds_its_runs_and_takes_the_particles(page, server, tomogram_path):
+    copick = pytest.importorskip("copick")
+    from test_app_tomograms import copick_project  # the same small project the API tests use
+
+    config = copick_project(tomogram_path.parent.parent / "copick", runs=("TS_1", "TS_2"))
+    page.goto(server["url"] + "/#/tomograms/1")
+    page.fill("#add-tomo-path", str(config))
+    expect(page.locator("#add-tomo-copick")).to_be_visible()  # voxel spacing, type if needed
+    page.click("#add-tomo-form button[type=submit]")
+    for run in ("TS_1", "TS_2"):
+        expect(page.locator("#tomo-table tbody tr", has_text=run)).to_contain_text("copick")
+    shown(page, "z:6")  # the first run opens: 28 x 24 x 12 voxels
+    expect(page.locator("#tomo-pos")).to_contain_text("z 6 / 11")
+
+    # The hand-placed particles of TS_01 go into the project as copick picks.
+    page.goto(server["url"] + "/#/tomograms/1")
+    shown(page, f"z:{MID}")
+    open_section(page, "#sec-export")
+    page.select_option("#ex-what", "annotations")
+    page.fill("#ex-copick-config", str(config))
+    page.fill("#ex-copick-user", "alice")
+    page.click("#ex-copick-form button[type=submit]")
+    expect(page.locator("#ex-result")).to_contain_text("Written to")
+    anns = api(page, "/api/tomograms/1/annotations")
+    run = copick.from_file(str(config)).get_run("TS_01")
+    (picks,) = run.get_picks(object_name="ribosome", user_id="alice", session_id="0")
+    points, _ = picks.numpy()  # Å
+    want = np.array([[a["x"], a["y"], a["z"]] for a in anns]) * VOXEL_A
+    np.testing.assert_allclose(by_xyz(points[:, :3]), by_xyz(want), atol=1e-3)
     assert not page.errors

@@ -267,6 +267,32 @@ def test_coordinates_are_imported_from_a_file(client, data_dir):
     assert unnamed.status_code == 400 and "import.csv" in unnamed.json()["detail"]
 
 
+def test_a_relion4_star_of_several_tomograms_imports_this_tomograms_rows(client, data_dir):
+    import pandas as pd
+    import starfile
+
+    # Unbinned tilt-series pixels (binning 4) of two tomograms; only TS_01's belong here.
+    table = pd.DataFrame(
+        {
+            "rlnTomoName": ["TS_01", "TS_99", "TS_01"],
+            "rlnCoordinateX": [40.0, 8.0, 4.0],
+            "rlnCoordinateY": [20.0, 8.0, 4.0],
+            "rlnCoordinateZ": [12.0, 8.0, 4.0],
+        }
+    )
+    path = data_dir / "two_tomograms.star"
+    starfile.write({"particles": table}, path, overwrite=True)
+    url = "/api/tomograms/1/annotations/import"
+    body = {"path": str(path), "class": "ribosome"}
+    refused = client.post(url, json=body)
+    assert refused.status_code == 400 and "two_tomograms.star" in refused.json()["detail"]
+    assert "tilt-series pixel size" in refused.json()["detail"]
+    before = {a["id"] for a in client.get("/api/tomograms/1/annotations").json()}
+    assert client.post(url, json=body | {"binning": 4}).json() == {"added": 2}
+    new = [a for a in client.get("/api/tomograms/1/annotations").json() if a["id"] not in before]
+    assert [(a["x"], a["y"], a["z"]) for a in new] == [(10.0, 5.0, 3.0), (1.0, 1.0, 1.0)]
+
+
 def copick_project(root: Path, objects=("ribosome",), runs=("TS_1", "TS_2")) -> Path:
     """A copick project on disk with a random 12 x 24 x 28 tomogram per run."""
     copick = pytest.importorskip("copick")
@@ -473,7 +499,9 @@ def test_a_copick_tomogram_exports_into_its_own_project(tmp_path):
     config = copick_project(tmp_path / "cp")
     with make_client(tmp_path / "project", tmp_path) as c:
         c.post("/api/tomograms", json={"path": str(config)})
-        c.post("/api/particle-classes", json={"name": "ribosome", "radius_A": 120})
+        # The project's particle types became classes, so its names export back.
+        (ribo,) = c.get("/api/particle-classes").json()
+        assert (ribo["name"], ribo["radius_A"], ribo["colour"]) == ("ribosome", 120.0, "#00ff00")
         c.post("/api/tomograms/2/annotations", json={"class": "ribosome", "x": 1, "y": 2, "z": 3})
         r = c.post("/api/export/copick", json={})
         assert r.status_code == 200, r.text

@@ -114,6 +114,7 @@ def export_file(
         RELION 5 without a voxel size), ``.coords`` for several tomograms.
     """
     from cryoscout.io.coords import FORMATS, write_picks
+    from cryoscout.io.validate import safe_filename
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -126,7 +127,7 @@ def export_file(
         parts = []
         for t in records:
             picks = table(store, t["id"], what, picker, threshold, status)
-            name = f"{t['name']}_{what}{EXTENSION[fmt]}"
+            name = safe_filename(f"{t['name']}_{what}{EXTENSION[fmt]}")
             path = write_picks(
                 Path(tmp) / f"{t['id']}-{name}",
                 picks,

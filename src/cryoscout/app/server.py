@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from cryoscout.app import picker_routes
 from cryoscout.app.jobs import JobRunner
 from cryoscout.app.project import Conflict, NotFound, Project
 from cryoscout.app.tomogram_routes import router as tomogram_router
@@ -394,6 +395,8 @@ def create_app(
             proj().targets_nav(atlas_id, model),
             headers={"Content-Disposition": 'attachment; filename="targets.nav"'},
         )
+
+    app.include_router(picker_routes.router())  # picker, picks (docs/app-api-tomograms.md)
 
     # -- the page -------------------------------------------------------------------
     @app.get("/")

@@ -74,6 +74,8 @@ class ImportIn(_Strict):
     path: Path_
     class_: str | None = Field(default=None, alias="class")
     labeler: Name = "user"
+    tilt_series_pixel_size: Radius | None = None
+    binning: Radius | None = None
 
 
 def store(request: Request) -> TomogramStore:
@@ -174,7 +176,9 @@ def undo(request: Request, body: UndoIn = Body(default_factory=UndoIn)):
 
 @router.post("/api/tomograms/{tomogram_id}/annotations/import", status_code=201)
 def import_annotations(request: Request, tomogram_id: int, body: ImportIn):
-    return store(request).import_annotations(tomogram_id, body.path, body.class_, body.labeler)
+    return store(request).import_annotations(
+        tomogram_id, body.path, body.class_, body.labeler, body.tilt_series_pixel_size, body.binning
+    )
 
 
 # -- export -----------------------------------------------------------------------------

@@ -156,7 +156,20 @@ class TomogramStore:
             )
         with db.transaction(self.conn) as c:
             ids = [self._insert(c, r) for r in rows]
+        self._add_copick_classes(config)
         return [self.tomogram(i) for i in ids]
+
+    def _add_copick_classes(self, config: Path) -> None:
+        """Create the project's particle types as classes (those not defined yet), so that
+        annotations export back into the project under the names copick knows."""
+        from cryoscout.io.copick_project import copick_particle_types
+
+        known = {c["name"] for c in self.classes()}
+        for t in copick_particle_types(config):
+            if t.name in known or not CLASS_NAME.match(t.name) or not t.radius_A:
+                continue
+            colour = t.colour if t.colour and _COLOUR.match(t.colour) else None
+            self.add_class(t.name, colour=colour, radius_A=t.radius_A)
 
     def _insert(self, c: sqlite3.Connection, r: dict) -> int:
         nz, ny, nx = (int(n) for n in r["shape"])
@@ -301,7 +314,7 @@ class TomogramStore:
         img = slices.view(volume, axis, int(index), int(bin), float(lowpass))
         table = self.contrast_table(tomogram_id, int(bin), float(lowpass))
         vlo, vhi = slices.percentile_value(table, lo), slices.percentile_value(table, hi)
-        return slices.png_bytes(slices.to_uint8(img, vlo, vhi)), img.shape
+        return slices.png_grey(slices.to_uint8(img, vlo, vhi)), img.shape
 
     # -- particle classes -------------------------------------------------------------
     def classes(self) -> list[dict]:
@@ -647,12 +660,20 @@ class TomogramStore:
         return {"undone": undone, "annotation": result}
 
     def import_annotations(
-        self, tomogram_id: int, path: str, class_name: str | None = None, labeler: str = "user"
+        self,
+        tomogram_id: int,
+        path: str,
+        class_name: str | None = None,
+        labeler: str = "user",
+        tilt_series_pixel_size_A: float | None = None,
+        binning: float | None = None,
     ) -> dict:
         """Add the particles of a coordinates file (CSV, ``.coords``, RELION 4/5 STAR).
 
         The class of each particle is ``class_name`` when given; else the file's ``name``
-        column; else, with a single project class, that class.
+        column; else, with a single project class, that class. RELION 4 files need the
+        tilt-series pixel size or binning (or the file's optics table), as on the
+        command line (:func:`cryoscout.io.coords.read_coords`).
 
         Returns
         -------
@@ -663,13 +684,18 @@ class TomogramStore:
 
         t = self.record(tomogram_id)
         p = self.project.check_input_path(path)
-        shape = (t["nz"], t["ny"], t["nx"])
+        kwargs = {
+            "voxel_size_A": t["voxel_size_A"],
+            "shape": (t["nz"], t["ny"], t["nx"]),
+            "tilt_series_pixel_size_A": tilt_series_pixel_size_A,
+            "binning": binning,
+        }
         try:
-            table = read_coords(p, voxel_size_A=t["voxel_size_A"], shape=shape)
+            table = read_coords(p, **kwargs)
         except InputError as exc:
             if "several tomograms" not in str(exc):
                 raise
-            table = read_coords(p, t["name"], voxel_size_A=t["voxel_size_A"], shape=shape)
+            table = read_coords(p, t["name"], **kwargs)  # the rows of this tomogram
         if class_name is not None:
             names = [class_name] * len(table)
         elif "name" in table:

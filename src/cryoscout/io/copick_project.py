@@ -179,6 +179,40 @@ def list_copick_tomograms(
     return out
 
 
+@dataclass
+class CopickParticleType:
+    """A particle type (``pickable_object`` with ``is_particle``) of a copick project."""
+
+    name: str
+    label: int
+    radius_A: float | None
+    colour: str | None  # "#rrggbb"
+
+
+def copick_particle_types(config: str | os.PathLike) -> list[CopickParticleType]:
+    """The particle types a copick project declares, in its order.
+
+    Raises
+    ------
+    InputError
+        copick missing or an unreadable configuration.
+    """
+    config = Path(config)
+    root = _copick_root(config)
+    out = []
+    try:
+        for o in root.pickable_objects:
+            if not o.is_particle:
+                continue
+            rgba = list(o.color or [])[:3]
+            colour = "#" + "".join(f"{int(v):02x}" for v in rgba) if len(rgba) == 3 else None
+            radius = float(o.radius) if o.radius else None
+            out.append(CopickParticleType(str(o.name), int(o.label), radius, colour))
+    except Exception as exc:
+        raise InputError(config, f"not a readable copick configuration ({exc})") from None
+    return out
+
+
 def open_copick_tomogram(tomo: CopickTomogram):
     """The full-resolution ``(z, y, x)`` array of a copick tomogram, read lazily (zarr)."""
     import zarr

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -249,6 +249,7 @@ def train_model(
     resume: str | os.PathLike | None = None,
     history: pd.DataFrame | None = None,
     progress: bool = False,
+    init: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[ResUNet3d, pd.DataFrame]:
     """Train a :class:`ResUNet3d` on patches of annotated tomograms.
 
@@ -274,6 +275,9 @@ def train_model(
         are kept at the head of the returned history.
     progress
         Show Lightning's progress bar within each epoch.
+    init
+        Weights to start from (a state_dict of the same architecture) instead of random
+        ones: fine-tuning an earlier picker on more annotations.
 
     Returns
     -------
@@ -294,6 +298,8 @@ def train_model(
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = ResUNet3d(num_classes, config.channels, config.coord_mode)
+    if init is not None:
+        model.load_state_dict(init, strict=True)
     dataset = PatchDataset(
         tomograms,
         patch_size=config.patch_size,

@@ -33,7 +33,8 @@ function drawLosses(job) {
   const ctx = c.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, ht);
-  chart(ctx, { x0: 0, y0: 0, w, h: ht }, "Training loss by epoch", losses, metricKeys(losses));
+  const keys = metricKeys(losses).filter((k) => k !== "lr"); // the learning rate is not a loss
+  chart(ctx, { x0: 0, y0: 0, w, h: ht }, "Training loss by epoch", losses, keys);
 }
 
 function renderJobs() {
@@ -72,6 +73,16 @@ async function startTraining(e) {
     samples_per_epoch: Number($("#pt-samples").value) || 64,
     seed: Number($("#pt-seed").value) || 0,
   };
+  const patch = $("#pt-patch").value.trim();
+  if (patch) body.patch = Number(patch);
+  const channels = $("#pt-channels").value.trim();
+  if (channels) {
+    body.channels = channels.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (body.channels.some((c) => !Number.isInteger(c) || c < 1)) {
+      toast(`Channels must be whole numbers separated by commas, not "${channels}".`, true);
+      return;
+    }
+  }
   const init = $("#pt-init").checked ? tomo.pickers.filter((p) => p.status === "ready").at(-1) : null;
   if (init) body.init = init.id;
   try {

@@ -63,7 +63,7 @@ export async function decide(status) {
 
 async function acceptAll() {
   try {
-    const body = { threshold: tomo.threshold };
+    const body = { threshold: tomo.threshold, labeler: labeler() || state.project?.labeler };
     if (tomo.pickerShown) body.picker = tomo.pickerShown;
     const reply = await api(`/api/tomograms/${tomo.id}/picks/accept`, { method: "POST", body });
     toast(`${reply.accepted} picks accepted (score ≥ ${tomo.threshold.toFixed(2)}); they are annotations now.`);
@@ -146,7 +146,7 @@ async function evaluate() {
       h("tbody", {}, rows.map(([name, m]) => h("tr", { "data-class": name },
         h("td", { class: "left" }, name), h("td", {}, fmt2(m.precision)), h("td", {}, fmt2(m.recall)), h("td", {}, h("b", {}, fmt2(m.f1))),
         h("td", {}, m.n_true ?? "–"), h("td", {}, m.n_picked ?? "–"))))),
-    h("p", { class: "hint" }, `One-to-one matching at score ≥ ${fmt2(reply.threshold)} against this tomogram's annotations that did not come from these picks (the pick evaluate code).`));
+    h("p", { class: "hint" }, `One-to-one matching at score ≥ ${fmt2(reply.threshold)} against this tomogram's annotations that did not come from these picks (the pick evaluate code). Precision counts every unannotated particle as a false pick: it means something only where every particle is annotated.`));
 }
 
 export function initReview() {

@@ -14,7 +14,7 @@ import { $, toast } from "./ui.js";
 const PLANE = { z: ["x", "y"], y: ["x", "z"], x: ["y", "z"] };
 const VIEW_NAME = { z: "xy", y: "xz", x: "yz" };
 const CACHE_SIZE = 64;
-const PREFETCH = [1, -1, 2, -2, 3, -3, 10, -10];
+const PREFETCH = [1, 2, -1, 3, 4, -2, 10, -10]; // in the stepping direction first
 
 export const view = {
   axis: "z",
@@ -88,13 +88,14 @@ function getSlice(path) {
 }
 
 let prefetchToken = 0;
+let lastStep = 1; // the direction the user steps in: prefetch ahead of it first
 async function prefetch() {
   const d = dims();
   if (!d) return;
   const token = ++prefetchToken;
   const here = index();
   for (const k of PREFETCH) {
-    const i = here + k * view.bin;
+    const i = here + k * lastStep * view.bin;
     if (i < 0 || i >= d.N) continue;
     const path = slicePath(i);
     if (cache.has(path)) continue;
@@ -107,7 +108,10 @@ async function prefetch() {
   }
 }
 
-/** Show the section at the current position (cached at once, else when it arrives). */
+let inflight = null; // the one section being fetched for display
+/** Show the section at the current position (cached at once, else when it arrives). While
+ * one section is on its way, steps only move the target: when it lands, the latest wanted
+ * section is fetched next, so holding a key never queues every section in between. */
 export async function show() {
   const d = dims();
   const wrap = $("#slice-wrap");
@@ -126,18 +130,31 @@ export async function show() {
   }
   wrap.classList.add("loading");
   draw(); // the overlay moves to the new section at once; the image follows
+  if (inflight) return; // show() runs again when it lands
+  prefetchToken++; // the wanted section goes first
+  inflight = path;
+  let failure = null;
+  let bmp = null;
   try {
-    const bmp = await getSlice(path);
-    if (path !== slicePath(index())) return; // stepped on meanwhile
-    setImage(path, bmp);
-    prefetch();
+    bmp = await getSlice(path);
   } catch (err) {
-    if (path !== slicePath(index())) return;
-    view.error = err.message;
+    failure = err;
+  } finally {
+    inflight = null;
+  }
+  if (path !== slicePath(index())) {
+    show(); // stepped on meanwhile: the latest wanted section now
+    return;
+  }
+  if (failure) {
+    view.error = failure.message;
     wrap.classList.remove("loading");
     draw();
-    toast(`Slice not shown: ${err.message}`, true);
+    toast(`Slice not shown: ${failure.message}`, true);
+    return;
   }
+  setImage(path, bmp);
+  prefetch();
 }
 
 function setImage(path, bmp) {
@@ -362,6 +379,7 @@ export function goTo(i) {
 }
 
 export function step(n) {
+  lastStep = n < 0 ? -1 : 1;
   goTo(index() + n * view.bin);
 }
 
@@ -485,7 +503,10 @@ function initMouse() {
     const [sx, sy] = local(e);
     const dr = view.drag;
     if (!dr) {
-      if (e.target === c) statusLine(sx, sy);
+      if (e.target === c) {
+        statusLine(sx, sy);
+        wrap.classList.toggle("over", !!hitTest(sx, sy)); // a particle under the cursor: select/drag
+      }
       return;
     }
     if (!dr.moved && Math.hypot(sx - dr.sx, sy - dr.sy) < 4) return;

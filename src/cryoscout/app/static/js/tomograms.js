@@ -114,13 +114,19 @@ async function addTomogram(e) {
   const body = { path };
   const name = $("#add-tomo-name").value.trim();
   if (name) body.name = name;
+  if (/\.json$/i.test(path)) {
+    const spacing = Number($("#add-tomo-spacing").value);
+    const type = $("#add-tomo-type").value.trim();
+    if (spacing > 0) body.voxel_size_A = spacing;
+    if (type) body.tomo_type = type;
+  }
   const btn = $("#add-tomo-form button[type=submit]");
   btn.disabled = true;
   try {
     const reply = await api("/api/tomograms", { method: "POST", body });
     $("#add-tomo-path").value = "";
     $("#add-tomo-name").value = "";
-    await loadTomograms();
+    await Promise.all([loadTomograms(), loadClasses()]); // a copick project brings its particle types
     const added = reply.tomograms || [];
     toast(`Added ${added.map((t) => t.name).join(", ") || "the tomogram"}.`);
     if (added.length) location.hash = `#/tomograms/${added[0].id}`;
@@ -223,8 +229,15 @@ export function initTomograms() {
   initExport();
   $("#add-tomo-form").addEventListener("submit", addTomogram);
   $("#add-class-form").addEventListener("submit", addClass);
+  $("#add-tomo-path").addEventListener("input", (e) => {
+    $("#add-tomo-copick").hidden = !/\.json$/i.test(e.target.value.trim());
+  });
   $("#add-class-colour").addEventListener("input", (e) => { e.target.dataset.touched = "1"; });
   $("#tomo-select").addEventListener("change", (e) => { location.hash = `#/tomograms/${e.target.value}`; });
+  // A slider or choice let go hands the keys back to the viewer (n, a, r, arrows...).
+  $("#view-tomograms").addEventListener("change", (e) => {
+    if (e.target.type === "range" || e.target.tagName === "SELECT") e.target.blur();
+  });
   on("tomograms", renderTomograms);
   on("classes", () => { renderClasses(); draw(); });
   on("current-class", renderClasses);
