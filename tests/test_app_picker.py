@@ -230,20 +230,54 @@ def test_accept_by_threshold_and_predict_again_keeps_decisions(client, project, 
     # Nothing pending is left above the threshold: accepting again adds none.
     again = client.post(f"/api/tomograms/{tid}/picks/accept", json={"threshold": threshold})
     assert again.json()["accepted"] == 0
-    # Predicting again replaces the picks; the same places keep their decisions.
-    r = client.post("/api/picker/predict", json={"picker": trained["picker"], "tomograms": [tid]})
-    assert wait_job(client, r.json()["job"]["id"])["state"] == "done"
-    new = client.get(f"/api/tomograms/{tid}/picks").json()["picks"]
-    # Each decided pick is still there, same id, status and annotation (same model, same
-    # tomogram: same places); the pending ones are new rows.
-    decided = {i: p for i, p in after.items() if p["status"] != "pending"}
-    now = {p["id"]: p for p in new if p["status"] != "pending"}
-    assert now == decided
-    assert len(new) == len(after)
-    by_ann = {a["id"]: a for a in annotations(client, tid)}
-    assert all(
-        by_ann[p["annotation_id"]]["pick_id"] == i for i, p in now.items() if p["annotation_id"]
+
+
+def test_new_predictions_keep_decisions_at_the_same_place(client, project, predicted):
+    """What a second prediction stores (``store_picks``, the job's last step)."""
+    import pandas as pd
+
+    from cryoscout.app import pickers
+
+    tid, p = project["tomogram"], client.app.state.project
+    listing = client.get(f"/api/tomograms/{tid}/picks").json()
+    picker_id, old = listing["picker"], listing["picks"]
+    sphere = [q for q in old if q["class"] == "sphere"]
+    assert len(sphere) >= 4, "too few picks of one class for this test"
+    keep, gone_acc, gone_rej, moved_rej = sphere[:4]
+    for q, status in ((keep, "accepted"), (gone_acc, "accepted"), (gone_rej, "rejected")):
+        client.put(f"/api/picks/{q['id']}", json={"status": status})
+    client.put(f"/api/picks/{moved_rej['id']}", json={"status": "rejected"})
+    before = client.get(f"/api/tomograms/{tid}/picks").json()["picks"]
+    keep = next(q for q in before if q["id"] == sphere[0]["id"])
+    accepted = {q["id"] for q in before if q["status"] == "accepted"}
+    r = project["sim"].radii[1]  # sphere's particle radius: "same place" is within r / 2
+    rows = [
+        (1, keep["x"] + 0.3 * r, keep["y"], keep["z"], 0.61),  # takes over `keep`
+        (1, moved_rej["x"], moved_rej["y"] + 0.45 * r, moved_rej["z"], 0.52),  # still rejected
+        (1, 1.0, 2.0, 3.0, 0.4),  # a new place: pending
+    ]
+    new = pd.DataFrame(rows, columns=["class", "x", "y", "z", "score"])
+    ids = project["classes"]
+    assert (
+        pickers.store_picks(
+            p, picker_id, tid, new, {1: ids["sphere"], 2: ids["ring"]}, {ids["sphere"]: r}
+        )
+        == 3
     )
+    now = {q["id"]: q for q in client.get(f"/api/tomograms/{tid}/picks").json()["picks"]}
+    # The decided picks at the new places keep id, status and annotation; the accepted pick
+    # with no new pick nearby stays (it is an annotation); the rest is replaced.
+    assert now[keep["id"]] == {**keep, "x": rows[0][1], "score": 0.61}
+    assert now[moved_rej["id"]]["status"] == "rejected"
+    assert now[moved_rej["id"]]["y"] == rows[1][2]
+    assert now[gone_acc["id"]]["status"] == "accepted"
+    # Every accepted pick stays; of the others only the one at a new place is left.
+    assert gone_rej["id"] not in now
+    assert set(now) - accepted - {moved_rej["id"]} == {max(now)}
+    fresh = [now[max(now)]]
+    assert [(q["x"], q["y"], q["z"], q["status"]) for q in fresh] == [(1.0, 2.0, 3.0, "pending")]
+    by_ann = {a["id"]: a for a in annotations(client, tid)}
+    assert by_ann[keep["annotation_id"]]["pick_id"] == keep["id"]
 
 
 def test_evaluate_against_hand_placed_annotations(client, project):
@@ -320,7 +354,7 @@ def test_bad_requests(client, project, trained, tmp_path):
 
 
 def test_cancel_a_running_train_job_leaves_no_ready_picker(client, project):
-    r = client.post("/api/picker/train", json={**TINY, "epochs": 500, "samples_per_epoch": 16})
+    r = client.post("/api/picker/train", json={**TINY, "epochs": 500})
     assert r.status_code == 201, r.text
     job_id, picker_id = r.json()["job"]["id"], r.json()["picker"]["id"]
     t0 = time.monotonic()

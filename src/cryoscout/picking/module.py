@@ -98,6 +98,9 @@ class TrainConfig:
         AdamW; ``lr`` is the one-cycle peak.
     background_fraction
         Share of patches at random positions.
+    distractor_fraction
+        Share of patches centred on known distractors (learned negatives; needs
+        ``TrainingTomogram.negatives``).
     seed
         Seeds patch sampling, augmentation and weight initialisation.
     accelerator, devices, strategy, precision
@@ -121,6 +124,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     background_fraction: float = 0.25
+    distractor_fraction: float = 0.0
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = 1
@@ -303,6 +307,7 @@ def train_model(
         background_fraction=config.background_fraction,
         augmentation=config.augmentation,
         seed=config.seed,
+        distractor_fraction=config.distractor_fraction,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
