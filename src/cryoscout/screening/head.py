@@ -1,0 +1,99 @@
+"""A tree head on XCryoNet: the network's features and hand-made features -> boosted trees.
+
+At CPU scale gradient-boosted trees on hand-made features (:mod:`.baseline`)
+beat the network alone on every score. The tree head keeps the whole network
+(its branches, attention maps and scores) and replaces only the last step: one
+tree ensemble per score reads, for each square,
+
+* the mean and maximum over space of the primary branch's feature maps and of
+  each attribute branch's (attention-weighted) feature maps;
+* the network's own scores: fusion, primary and attribute branches;
+* the baseline's hand-made features (:func:`.baseline.square_features`).
+
+The trees are fitted with scikit-learn (the baseline's regressor, so both are
+trained alike) on squares of atlases the network did not train on, so that
+they learn how far to trust the network on new grids, and are stored as
+arrays (:mod:`.trees`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES
+from cryoscout.screening.trees import TreeEnsemble
+
+
+def head_inputs(out, images: np.ndarray) -> np.ndarray:
+    """What the tree head reads for a batch of squares.
+
+    Parameters
+    ----------
+    out
+        The network's :class:`~cryoscout.screening.model.XCryoNetOutput` for the batch.
+    images
+        ``(b, s, s)`` the normalised squares the network saw.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(b, f)`` float32: network features, network scores, hand-made features.
+    """
+    import torch
+
+    from cryoscout.screening.baseline import stack_features
+
+    maps = [out.primary_features, *(out.attribute_features[n] for n in out.attribute_features)]
+    parts = [p for f in maps for p in (f.mean(dim=(2, 3)), f.amax(dim=(2, 3)))]
+    parts += [out.scores, out.primary_scores]
+    names = [n for n in ATTENTION_ATTRIBUTES if n in out.attribute_scores]
+    parts += [out.attribute_scores[n][:, None] for n in names]
+    net = torch.cat(parts, dim=1).float().numpy()  # (b, 2 * branches * 2w + 10 [+ 2])
+    return np.concatenate([net, stack_features(images)], axis=1).astype(np.float32)
+
+
+@dataclass
+class TreeHead:
+    """One :class:`~cryoscout.screening.trees.TreeEnsemble` per score."""
+
+    trees: dict[str, TreeEnsemble]
+    n_inputs: int
+
+    @classmethod
+    def fit(cls, inputs: np.ndarray, labels: np.ndarray, seed: int = 0) -> TreeHead:
+        """Fit on ``(n, f)`` :func:`head_inputs` and ``(n, 5)`` labels (NaN = missing).
+
+        Raises
+        ------
+        ValueError
+            If some score has fewer than two labels.
+        """
+        from cryoscout.screening.baseline import BaselineModel
+
+        fitted = BaselineModel(seed=seed).fit(inputs, labels)
+        missing = [s for s in SCORES if s not in fitted.models]
+        if missing:
+            raise ValueError(f"too few labels to fit the tree head for {', '.join(missing)}")
+        trees = {s: TreeEnsemble.from_sklearn(fitted.models[s]) for s in SCORES}
+        return cls(trees=trees, n_inputs=int(inputs.shape[1]))
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """``(n, 5)`` scores (not clipped) from ``(n, f)`` :func:`head_inputs`."""
+        if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
+            raise ValueError(f"the tree head reads {self.n_inputs} inputs, not {inputs.shape}")
+        return np.stack([self.trees[s].predict(inputs) for s in SCORES], axis=1)
+
+    def to_record(self) -> dict:
+        """Tensors and plain numbers for a ``weights_only`` model file."""
+        trees = {s: t.to_record() for s, t in self.trees.items()}
+        return {"kind": "trees", "n_inputs": self.n_inputs, "trees": trees}
+
+    @classmethod
+    def from_record(cls, record: dict) -> TreeHead:
+        """Inverse of :meth:`to_record`; raises ``ValueError``/``KeyError`` on a bad record."""
+        if record.get("kind") != "trees":
+            raise ValueError(f"unknown head kind {record.get('kind')!r}")
+        trees = {s: TreeEnsemble.from_record(record["trees"][s]) for s in SCORES}
+        return cls(trees=trees, n_inputs=int(record["n_inputs"]))
