@@ -35,9 +35,10 @@ import numpy as np
 from cryoscout.io.atomic import write_text
 from cryoscout.io.squares import read_extraction
 from cryoscout.progress import track
+from cryoscout.screening.baseline import N_FAST, square_features
 from cryoscout.screening.calibration import MonotoneMap
 from cryoscout.screening.data import labels_array
-from cryoscout.screening.head import TreeHead
+from cryoscout.screening.head import HAND_FEATURES, TreeHead
 from cryoscout.screening.model import SCORES
 from cryoscout.screening.predict import ScoringModel, load_model, save_model
 
@@ -82,6 +83,7 @@ def main() -> None:
     p.add_argument("--head-data", nargs="+", type=Path, default=[], help="Head's atlases.")
     p.add_argument("--calib-data", nargs="+", type=Path, default=[], help="Calibration atlases.")
     p.add_argument("--no-head", action="store_true", help="Calibrate the network alone.")
+    p.add_argument("--hand", choices=HAND_FEATURES, default="all", help="Hand-made features.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     p.add_argument("--cache", type=Path, help="Folder caching the head inputs.")
@@ -98,11 +100,15 @@ def main() -> None:
     record: dict = {}
     if not args.no_head:
         _, inputs, labels = scored(net_only, args.head_data, True, args.cache)
-        head = TreeHead.fit(inputs, labels, seed=args.seed)
+        if args.hand == "fast":  # the network's inputs + the first N_FAST hand-made ones
+            n_all = len(square_features(np.zeros((16, 16), np.float32)))
+            inputs = inputs[:, : inputs.shape[1] - n_all + N_FAST]
+        head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand)
         record["tree_head"] = {
             "data": [str(f) for f in args.head_data],
             "n_labeled": len(labels),
             "n_inputs": head.n_inputs,
+            "hand": head.hand,
             "trees": {s: head.trees[s].n_trees for s in SCORES},
             "seed": args.seed,
         }
@@ -122,6 +128,7 @@ def main() -> None:
     extra["head_recipe"] = (
         f"python benchmarks/fit_tree_head.py --net {args.net}"
         + (" --no-head" if args.no_head else " --head-data " + " ".join(map(str, args.head_data)))
+        + ("" if args.no_head else f" --hand {args.hand}")
         + (" --calib-data " + " ".join(map(str, args.calib_data)) if args.calib_data else "")
         + f" --seed {args.seed}"
     )

@@ -131,3 +131,25 @@ def test_version_1_files_still_load(tmp_path):
     a = load_model(tmp_path / "v1.pt").predict(stack).scores
     b = load_model(path).predict(stack).scores
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy())
+
+
+def test_fast_head_reads_only_the_cheap_hand_made_features(head_model, tmp_path):
+    from threadpoolctl import threadpool_limits
+
+    from cryoscout.screening.baseline import N_FAST, square_features
+
+    path, stack, _, inputs = head_model
+    model = load_model(path)
+    n_fast = inputs.shape[1] - len(square_features(stack[0])) + N_FAST
+    labels = np.zeros((len(stack), len(SCORES)))
+    labels[:30] = 4.0
+    with threadpool_limits(1):
+        head = TreeHead.fit(inputs[:, :n_fast], labels, hand="fast")
+    fast = save_model(tmp_path / "fast.pt", model.net, "atlas", head=head)
+    loaded = load_model(fast)
+    assert loaded.head.hand == "fast" and loaded.head.n_inputs == n_fast
+    pred = loaded.predict(stack)
+    np.testing.assert_allclose(
+        pred.scores.to_numpy(), np.clip(head.predict(inputs[:, :n_fast]), 0, 4), atol=1e-6
+    )
+    assert pred.scores["brightness"][:30].mean() > 3

@@ -188,7 +188,8 @@ class ScoringModel:
         features
             Return the pooled primary features too.
         head_inputs
-            Return what a tree head reads (to fit one).
+            Return what a tree head reads (to fit one; with every hand-made
+            feature unless this model's head reads only the fast ones).
 
         Returns
         -------
@@ -218,7 +219,8 @@ class ScoringModel:
                 out = self.net(batch, reconstruct="none")
                 scores.append(out.scores.clamp(0, 4).numpy())
                 if want_inputs:
-                    inputs.append(compute_head_inputs(out, x[start : start + batch_size]))
+                    hand = self.head.hand if self.head is not None else "all"
+                    inputs.append(compute_head_inputs(out, x[start : start + batch_size], hand))
                 if features:
                     feats.append(out.primary_features.mean(dim=(2, 3)).numpy())
                 if want_maps:
