@@ -93,7 +93,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     source = load_model(None if args.net == "default" else args.net)
-    meta = {k: v for k, v in source.meta.items() if k not in ("tree_head", "calibration")}
+    head_keys = ("head_fit", "calibration_fit", "head_recipe", "head_seconds")
+    meta = {k: v for k, v in source.meta.items() if k not in head_keys}
     net_only = ScoringModel(source.net, meta, source=source.source)
 
     head = None
@@ -104,7 +105,7 @@ def main() -> None:
             n_all = len(square_features(np.zeros((16, 16), np.float32)))
             inputs = inputs[:, : inputs.shape[1] - n_all + N_FAST]
         head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand)
-        record["tree_head"] = {
+        record["head_fit"] = {
             "data": [str(f) for f in args.head_data],
             "n_labeled": len(labels),
             "n_inputs": head.n_inputs,
@@ -117,7 +118,7 @@ def main() -> None:
     if args.calib_data:
         pred, _, labels = scored(model, args.calib_data, False, None)
         calibration = {s: MonotoneMap.fit(pred[:, j], labels[:, j]) for j, s in enumerate(SCORES)}
-        record["calibration"] = {
+        record["calibration_fit"] = {
             "data": [str(f) for f in args.calib_data],
             "n_labeled": len(labels),
             "breakpoints": {s: len(m.x) for s, m in calibration.items()},
