@@ -35,10 +35,9 @@ import numpy as np
 from cryoscout.io.atomic import write_text
 from cryoscout.io.squares import read_extraction
 from cryoscout.progress import track
-from cryoscout.screening.baseline import N_FAST, square_features
 from cryoscout.screening.calibration import MonotoneMap
 from cryoscout.screening.data import labels_array
-from cryoscout.screening.head import HAND_FEATURES, TreeHead
+from cryoscout.screening.head import HAND_FEATURES, TreeHead, fast_inputs
 from cryoscout.screening.model import SCORES
 from cryoscout.screening.predict import ScoringModel, load_model, save_model
 
@@ -101,9 +100,8 @@ def main() -> None:
     record: dict = {}
     if not args.no_head:
         _, inputs, labels = scored(net_only, args.head_data, True, args.cache)
-        if args.hand == "fast":  # the network's inputs + the first N_FAST hand-made ones
-            n_all = len(square_features(np.zeros((16, 16), np.float32)))
-            inputs = inputs[:, : inputs.shape[1] - n_all + N_FAST]
+        if args.hand == "fast":
+            inputs = fast_inputs(inputs)
         head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand)
         record["head_fit"] = {
             "data": [str(f) for f in args.head_data],

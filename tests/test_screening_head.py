@@ -137,19 +137,36 @@ def test_fast_head_reads_only_the_cheap_hand_made_features(head_model, tmp_path)
     from threadpoolctl import threadpool_limits
 
     from cryoscout.screening.baseline import N_FAST, square_features
+    from cryoscout.screening.head import fast_inputs
 
     path, stack, _, inputs = head_model
     model = load_model(path)
+    fast_in = fast_inputs(inputs)
     n_fast = inputs.shape[1] - len(square_features(stack[0])) + N_FAST
+    assert fast_in.shape == (len(stack), n_fast)
+    np.testing.assert_array_equal(fast_in[:, -7:], inputs[:, -7:])  # the atlas context
     labels = np.zeros((len(stack), len(SCORES)))
     labels[:30] = 4.0
     with threadpool_limits(1):
-        head = TreeHead.fit(inputs[:, :n_fast], labels, hand="fast")
+        head = TreeHead.fit(fast_in, labels, hand="fast")
     fast = save_model(tmp_path / "fast.pt", model.net, "atlas", head=head)
     loaded = load_model(fast)
     assert loaded.head.hand == "fast" and loaded.head.n_inputs == n_fast
     pred = loaded.predict(stack)
     np.testing.assert_allclose(
-        pred.scores.to_numpy(), np.clip(head.predict(inputs[:, :n_fast]), 0, 4), atol=1e-6
+        pred.scores.to_numpy(), np.clip(head.predict(fast_in), 0, 4), atol=1e-6
     )
     assert pred.scores["brightness"][:30].mean() > 3
+
+
+def test_atlas_context_places_each_square_between_the_bars_and_the_brightest():
+    from cryoscout.screening.head import atlas_context
+
+    levels = np.linspace(0.0, 1.0, 21)
+    stack = np.zeros((21, S, S), np.float32)  # bars: 0
+    stack[:, 4:-4, 4:-4] = levels[:, None, None]  # openings at known levels
+    ctx = atlas_context(stack[::-1])[::-1]  # order of the stack does not matter
+    np.testing.assert_allclose(ctx[:, 2], levels)  # rank
+    top = np.percentile(levels, 95)
+    np.testing.assert_allclose(ctx[:, 0], levels / top, atol=1e-6)  # 0 at the bars
+    assert np.all(ctx[:, 4] == 0) and np.allclose(ctx[:, 5], top)

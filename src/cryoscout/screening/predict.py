@@ -107,8 +107,8 @@ class Predictions:
         ``(n, c)`` the primary branch's feature maps averaged over space (what
         active learning measures distances on), when asked for.
     head_inputs
-        ``(n, f)`` what a tree head reads (:func:`~cryoscout.screening.head.head_inputs`),
-        when asked for.
+        ``(n, f)`` what a tree head reads (:func:`~cryoscout.screening.head.head_inputs`
+        followed by :func:`~cryoscout.screening.head.atlas_context`), when asked for.
     """
 
     scores: Any  # pandas.DataFrame
@@ -208,6 +208,7 @@ class ScoringModel:
             raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
         h, w = x.shape[1:]
         x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
+        from cryoscout.screening.head import atlas_context
         from cryoscout.screening.head import head_inputs as compute_head_inputs
 
         scores, maps, feats, inputs = [], {n: [] for n in ATTENTION_ATTRIBUTES}, [], []
@@ -229,7 +230,9 @@ class ScoringModel:
                             att = F.interpolate(att, size=(h, w), mode="bilinear")
                         maps[name].append(att[:, 0].numpy())
         raw = np.concatenate(scores).astype(np.float64)  # (n, 5)
-        head_in = np.concatenate(inputs) if want_inputs else None
+        head_in = None
+        if want_inputs:
+            head_in = np.concatenate([np.concatenate(inputs), atlas_context(x)], axis=1)
         if self.head is not None:
             raw = self.head.predict(head_in)
         for j, name in enumerate(SCORES):
