@@ -37,41 +37,44 @@ from cryoscout.io.squares import read_extraction
 from cryoscout.progress import track
 from cryoscout.screening.calibration import MonotoneMap
 from cryoscout.screening.data import labels_array
-from cryoscout.screening.head import HAND_FEATURES, TreeHead, fast_inputs
+from cryoscout.screening.head import HAND_FEATURES, TreeHead
 from cryoscout.screening.model import SCORES
 from cryoscout.screening.predict import ScoringModel, load_model, save_model
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "cryoscout" / "models"
 
 
-def scored(model: ScoringModel, folders: list[Path], inputs: bool, cache: Path | None):
-    """Scores (and head inputs) of every labeled square of ``folders``, with their labels."""
-    key = hashlib.sha1(
-        "\n".join([str(model.source), *(str(f.resolve()) for f in folders)]).encode()
-    ).hexdigest()[:12]
-    path = cache / f"head_inputs_{key}.npz" if cache and inputs else None
-    if path is not None and path.is_file():
-        saved = np.load(path)
-        return saved["scores"], saved["inputs"], saved["labels"]
+def scored(model: ScoringModel, folders: list[Path], hand: str | None, cache: Path | None):
+    """Scores (and head inputs of ``hand``) of every labeled square of ``folders``, and labels.
+
+    With ``cache``, each folder's head inputs are kept there (keyed by model and folder).
+    """
     scores, feats, labels = [], [], []
     for folder in track(folders, "scoring atlases", unit="atlas"):
+        key = hashlib.sha1(f"{model.source}\n{folder.resolve()}".encode()).hexdigest()[:12]
+        path = cache / f"head_inputs_{hand}_{key}.npz" if cache and hand else None
+        if path is not None and path.is_file():
+            saved = np.load(path)
+            scores.append(saved["scores"])
+            feats.append(saved["inputs"])
+            labels.append(saved["labels"])
+            continue
         ext = read_extraction(folder)
-        pred = model.predict(ext.stack, attention=False, head_inputs=inputs)
+        pred = model.predict(ext.stack, attention=False, head_inputs=hand or False)
         lab = labels_array(ext.table, ext.labels, folder / "labels.csv")
         keep = ~np.isnan(lab).all(axis=1)
         scores.append(pred.scores[list(SCORES)].to_numpy()[keep])
         labels.append(lab[keep])
-        if inputs:
+        if hand:
             feats.append(pred.head_inputs[keep])
-    out = (
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, scores=scores[-1], inputs=feats[-1], labels=labels[-1])
+    return (
         np.concatenate(scores),
-        np.concatenate(feats) if inputs else None,
+        np.concatenate(feats) if hand else None,
         np.concatenate(labels),
     )
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, scores=out[0], inputs=out[1], labels=out[2])
-    return out
 
 
 def main() -> None:
@@ -99,9 +102,7 @@ def main() -> None:
     head = None
     record: dict = {}
     if not args.no_head:
-        _, inputs, labels = scored(net_only, args.head_data, True, args.cache)
-        if args.hand == "fast":
-            inputs = fast_inputs(inputs)
+        _, inputs, labels = scored(net_only, args.head_data, args.hand, args.cache)
         head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand)
         record["head_fit"] = {
             "data": [str(f) for f in args.head_data],
@@ -114,7 +115,7 @@ def main() -> None:
     model = ScoringModel(source.net, meta, source=source.source, head=head)
     calibration = {}
     if args.calib_data:
-        pred, _, labels = scored(model, args.calib_data, False, None)
+        pred, _, labels = scored(model, args.calib_data, None, None)
         calibration = {s: MonotoneMap.fit(pred[:, j], labels[:, j]) for j, s in enumerate(SCORES)}
         record["calibration_fit"] = {
             "data": [str(f) for f in args.calib_data],

@@ -102,25 +102,22 @@ def build_unseen(out: Path, n: int, seed: int, tiles: int, size: int) -> list[Pa
 
 
 def cached_features(folders: list[Path], size: int, cache: Path):
-    """Normalised squares' hand-made features and labels of ``folders`` (cached on disk)."""
+    """Normalised squares' hand-made features and labels of ``folders`` (cached per folder)."""
     from cryoscout.screening.baseline import stack_features
     from cryoscout.screening.data import load_screening_data
 
-    key = hashlib.sha1("\n".join(str(f.resolve()) for f in folders).encode()).hexdigest()[:12]
-    path = cache / f"features_{size}_{key}.npz"
-    if path.is_file():
+    feats, labels = [], []
+    for folder in track(folders, "baseline features", unit="atlas"):
+        key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+        path = cache / f"features_{size}_{key}.npz"
+        if not path.is_file():
+            data = load_screening_data([folder], size=size, normalisation="atlas")
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(path, features=stack_features(data.images), labels=data.labels)
         saved = np.load(path)
-        return saved["features"], saved["labels"]
-    data = load_screening_data(folders, size=size, normalisation="atlas")
-    feats = np.concatenate(
-        [
-            stack_features(data.images[start : start + 256])
-            for start in track(range(0, len(data), 256), "baseline features", unit="batch")
-        ]
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, features=feats, labels=data.labels)
-    return feats, data.labels
+        feats.append(saved["features"])
+        labels.append(saved["labels"])
+    return np.concatenate(feats), np.concatenate(labels)
 
 
 def full_squares(folder: Path) -> pd.DataFrame:

@@ -170,7 +170,7 @@ class ScoringModel:
         batch_size: int = 64,
         attention: bool = True,
         features: bool = False,
-        head_inputs: bool = False,
+        head_inputs: bool | str = False,
     ) -> Predictions:
         """Score squares.
 
@@ -188,8 +188,9 @@ class ScoringModel:
         features
             Return the pooled primary features too.
         head_inputs
-            Return what a tree head reads (to fit one; with every hand-made
-            feature unless this model's head reads only the fast ones).
+            Return what a tree head reads, to fit one: ``"all"`` or ``"fast"``
+            hand-made features, or ``True`` for those of this model's head
+            (``"all"`` without a head).
 
         Returns
         -------
@@ -221,6 +222,8 @@ class ScoringModel:
                 scores.append(out.scores.clamp(0, 4).numpy())
                 if want_inputs:
                     hand = self.head.hand if self.head is not None else "all"
+                    if isinstance(head_inputs, str) and self.head is None:
+                        hand = head_inputs
                     inputs.append(compute_head_inputs(out, x[start : start + batch_size], hand))
                 if features:
                     feats.append(out.primary_features.mean(dim=(2, 3)).numpy())
