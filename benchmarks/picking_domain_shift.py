@@ -9,18 +9,24 @@ intensity units (x37 + 512, x0.01 - 3); and in both, 30 non-annotated proteins (
 3d2f, 1u6g, 1qvr, 3cf3), 4 gold beads, 2 vesicles and material entering the field of
 view at high tilt.
 
+Domain ``M`` (mixture, training only): every training tomogram its own setting drawn by
+``simulate.tomo_domains.draw_domain`` (SNR, noise colour, CTF, alignment errors, units,
+distractor counts), with non-annotated proteins of six *other* species (1bxn, 1s3x,
+2cg9, 3gl1, 3h84, 3qm1), so the test domains' distractors are unseen species.
+
 Stages (each writes into ``--out``, so runs can go in parallel and resume)::
 
-    python benchmarks/picking_domain_shift.py simulate --out D      # all tomograms
+    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M
     python benchmarks/picking_domain_shift.py train --out D --domain A --variant plain
-    python benchmarks/picking_domain_shift.py train --out D --domain A --variant random
-    python benchmarks/picking_domain_shift.py train --out D --domain B --variant random
+    python benchmarks/picking_domain_shift.py train --out D --domain M --variant neg
+    python benchmarks/picking_domain_shift.py train --out D --domain B --variant neg
     python benchmarks/picking_domain_shift.py evaluate --out D      # every model x domain
 
 ``plain``: the geometric augmentation and intensity jitter only; ``random``: plus
-appearance randomisation (``picking.data.Appearance``). Both use the robust (median/MAD)
-normalisation. The MP-NMS threshold is chosen on a validation tomogram of the model's
-*training* domain, as a user would, never on a test tomogram.
+appearance randomisation (``picking.data.Appearance``); ``neg``: plain, with a quarter of
+the patches centred on distractors (learned negatives); ``neg-random``: both. All use the
+robust (median/MAD) normalisation. The MP-NMS threshold is chosen on a validation
+tomogram of the model's *training* domain, as a user would, never on a test tomogram.
 
 Writes ``D/summary.json`` and ``benchmarks/results/picking_domain_shift.md``.
 """
@@ -99,17 +105,46 @@ FACTORS = {
     "alignment errors (1 px, 0.5°)": {"alignment_shift_px": 1.0, "alignment_rotation_deg": 0.5},
     "units x37 + 512": {"intensity_scale": 37.0, "intensity_offset": 512.0},
 }
+# Domain "M" (mixture): every tomogram its own setting, drawn by
+# ``simulate.tomo_domains.draw_domain`` from its default ranges (no test domain's exact
+# setting), with non-annotated proteins of *other* species than the test domains', so
+# that the test distractors are unseen ones.
+MIXTURE = "M"
+MIXTURE_DISTRACTOR_CLASSES = ["1bxn", "1s3x", "2cg9", "3gl1", "3h84", "3qm1"]
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
-SEED_BASE = {"A": 1000, "B": 2000, "C": 3000}
+MIXTURE_SPLITS = {"train": list(range(12)), "val": [20], "test": []}
+SEED_BASE = {"A": 1000, "B": 2000, "C": 3000, MIXTURE: 4000}
+# Training variants: appearance randomisation of patches, share of patches centred on
+# a distractor (learned negatives).
+VARIANTS = {
+    "plain": {"appearance": False, "distractor_fraction": 0.0},
+    "random": {"appearance": True, "distractor_fraction": 0.0},
+    "neg": {"appearance": False, "distractor_fraction": 0.25},
+    "neg-random": {"appearance": True, "distractor_fraction": 0.25},
+}
 
 
-def _config(domain: str, shape, particles: int):
+def mixture_setting(seed: int) -> dict:
+    """The simulator setting of mixture tomogram ``seed`` (reproducible)."""
+    from cryoscout.simulate.tomo_domains import draw_domain
+
+    return draw_domain(np.random.default_rng([seed, 4]))
+
+
+def _config(domain: str, shape, particles: int, seed: int | None = None):
     from cryoscout.simulate.tomogram import TomogramConfig, load_templates
 
-    opts = dict(DOMAINS[domain]) if domain in DOMAINS else {**DOMAINS["A"], **FACTORS[domain]}
+    distractors = DISTRACTOR_CLASSES
+    if domain == MIXTURE:
+        opts = mixture_setting(seed)
+        distractors = MIXTURE_DISTRACTOR_CLASSES
+    elif domain in DOMAINS:
+        opts = dict(DOMAINS[domain])
+    else:
+        opts = {**DOMAINS["A"], **FACTORS[domain]}
     if opts.get("n_distractors"):
-        opts["distractor_templates"] = load_templates(TEMPLATES, DISTRACTOR_CLASSES)
+        opts["distractor_templates"] = load_templates(TEMPLATES, distractors)
     return TomogramConfig(
         shape=shape,
         voxel_size_A=VOXEL_A,
@@ -130,11 +165,11 @@ def simulate(out: Path, domain: str, seeds: list[int], shape, particles: int) ->
     from cryoscout.io.atomic import atomic_path
     from cryoscout.simulate.tomogram import simulate_tomogram
 
-    cfg = _config(domain, shape, particles)
     for seed in seeds:
         path = _sim_path(out, domain, seed)
         if path.is_file():
             continue
+        cfg = _config(domain, shape, particles, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         sim = simulate_tomogram(cfg, seed=seed)
@@ -165,7 +200,8 @@ def load_sim(out: Path, domain: str, seed: int) -> dict:
 
 
 def _seeds(domain: str, split: str) -> list[int]:
-    return [SEED_BASE[domain] + s for s in SPLITS[split]]
+    splits = MIXTURE_SPLITS if domain == MIXTURE else SPLITS
+    return [SEED_BASE[domain] + s for s in splits[split]]
 
 
 def train(args) -> None:
@@ -185,8 +221,12 @@ def train(args) -> None:
     sims = [load_sim(args.out, args.domain, s) for s in _seeds(args.domain, "train")]
     radii = sims[0]["radii"]
     label_r = {c: float(max(1, round(args.label_frac * r))) for c, r in radii.items()}
-    tomos = [prepare_tomogram(s["tomogram"], s["particles"], label_r) for s in sims]
-    aug = Augmentation(appearance=Appearance() if args.variant == "random" else None)
+    variant = VARIANTS[args.variant]
+    tomos = [
+        prepare_tomogram(s["tomogram"], s["particles"], label_r, distractors=s["distractors"])
+        for s in sims
+    ]
+    aug = Augmentation(appearance=Appearance() if variant["appearance"] else None)
     cfg = TrainConfig(
         channels=tuple(int(c) for c in args.channels.split(",")),
         coord_mode="tomogram",
@@ -198,6 +238,7 @@ def train(args) -> None:
         seed=args.seed,
         accelerator="cpu",
         augmentation=aug,
+        distractor_fraction=variant["distractor_fraction"],
     )
     t0 = time.perf_counter()
 
@@ -298,6 +339,18 @@ def evaluate(args) -> None:
         thr = max(thresholds, key=lambda t: (val_f1[t], -t))
         res = {"threshold": thr, "val_f1": {str(k): round(v, 3) for k, v in val_f1.items()}}
         res.update({k: info.extra[k] for k in ("patches", "train_seconds")})
+        # False picks on the training domain's own kinds of distractors (for the mixture:
+        # the species it was shown as negatives), against those on the test domains'.
+        val_picks = mp_nms(val_labels, radii, threshold=thr, classes=classes)
+        matched = set(
+            evaluate_picks(val_picks, val["particles"], radii).matches["pick"].astype(int)
+        )
+        unmatched = val_picks.iloc[[i for i in range(len(val_picks)) if i not in matched]]
+        res["val_false_picks"] = _distractor_fps(unmatched, val["distractors"], radii)
+        res["val_distractors"] = {
+            k: int((val["distractors"]["kind"] == k).sum()) if len(val["distractors"]) else 0
+            for k in ("protein", "gold", "membrane")
+        }
         for domain in DOMAINS:
             counts = {c: {"tp": 0, "fp": 0, "fn": 0} for c in classes}
             fps = {"protein": 0, "gold": 0, "membrane": 0, "elsewhere": 0}
@@ -444,6 +497,8 @@ def _markdown(s: dict) -> str:
         for domain in s["domains"]:
             if domain == home or domain not in r:
                 continue
+            if home not in r:  # the mixture has no test tomograms of its own
+                continue
             cells = []
             for c in s["classes"]:
                 f = r[domain]["per_class"][c]["f1"]
@@ -455,6 +510,55 @@ def _markdown(s: dict) -> str:
                 ]
                 cells.append(f"{vs_home:+.3f}" + (f" ({', '.join(own)})" if own else ""))
             lines.append(f"| {name} | {domain} | " + " | ".join(cells) + " |")
+    val_fp = {m: r for m, r in res.items() if r.get("val_distractors", {}).get("protein")}
+    if val_fp:
+        lines += [
+            "",
+            "False picks on distractors in the model's own validation tomogram (the "
+            "distractor species it trained with) against the test domains' (other species "
+            "for the mixture): false picks / distractors present, proteins, gold, membranes:",
+            "",
+            "| model | tomograms | proteins | gold | membranes | false picks elsewhere |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for m, r in val_fp.items():
+            rows = [("validation", r["val_false_picks"], r["val_distractors"])]
+            rows += [
+                (f"test {d}", r[d]["false_picks"], r[d]["distractors"])
+                for d in s["domains"]
+                if d in r and r[d]["distractors"]["protein"]
+            ]
+            for label, fp, n in rows:
+                lines.append(
+                    f"| {m} | {label} | "
+                    + " | ".join(f"{fp[k]} / {n[k]}" for k in ("protein", "gold", "membrane"))
+                    + f" | {fp['elsewhere']} |"
+                )
+    mixed = [m for m in res if m.startswith(MIXTURE + "-")]
+    if mixed:
+        lines += [
+            "",
+            "Trained on the mixture against trained in the test domain itself, same budget: "
+            "F1 per class, and the drop (best own-domain model's F1 minus the mixture "
+            "model's; positive = the mixture model is worse):",
+            "",
+            "| model | test | "
+            + " | ".join(f"{c} F1 (best own-domain model) | {c} drop" for c in s["classes"])
+            + " |",
+            "| --- | --- | " + " | ".join("--- | ---" for _ in s["classes"]) + " |",
+        ]
+        for name in mixed:
+            for domain in s["domains"]:
+                own = [m for m in res if m.startswith(domain + "-") and domain in res[m]]
+                if domain not in res[name] or not own:
+                    continue
+                cells = []
+                for c in s["classes"]:
+                    f = res[name][domain]["per_class"][c]["f1"]
+                    best = max(own, key=lambda m, c=c: res[m][domain]["per_class"][c]["f1"])
+                    fb = res[best][domain]["per_class"][c]["f1"]
+                    cells.append(f"{f} ({best} {fb}) | {fb - f:+.3f}")
+                lines.append(f"| {name} | {domain} | " + " | ".join(cells) + " |")
     if s.get("ablation"):
         models = sorted({m for v in s["ablation"].values() for m in v})
         lines += [
@@ -477,9 +581,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=["simulate", "train", "evaluate", "ablate"])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--domain", choices=list(DOMAINS), default="A")
+    p.add_argument("--domain", choices=[*DOMAINS, MIXTURE], default="A")
     p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
-    p.add_argument("--variant", choices=["plain", "random"], default="random")
+    p.add_argument("--variant", choices=list(VARIANTS), default="random")
     p.add_argument("--shape", default="64,160,160", help="z,y,x of the simulated tomograms")
     p.add_argument("--particles", type=int, default=60)
     p.add_argument("--epochs", type=int, default=40)
@@ -499,7 +603,7 @@ def main() -> None:
     shape = tuple(int(v) for v in args.shape.split(","))
     if args.stage == "simulate":
         for d in args.domains.split(","):
-            seeds = [s for split in SPLITS for s in _seeds(d, split)]
+            seeds = [s for split in ("train", "val", "test") for s in _seeds(d, split)]
             simulate(args.out, d, seeds, shape, args.particles)
     elif args.stage == "train":
         train(args)

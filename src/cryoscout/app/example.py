@@ -1,4 +1,6 @@
-"""The example project of ``cryoscout app --example``: a simulated 12-grid cassette."""
+"""The example project of ``cryoscout app --example``: a simulated 12-grid cassette and
+two simulated tomograms with their particle classes (no annotations: the truth is kept
+aside as ``data/truth_TS_01.csv`` ... for a user to import or compare with)."""
 
 from __future__ import annotations
 
@@ -51,10 +53,82 @@ def example_atlases(
     return out
 
 
-def make_example_project(project_dir: str | os.PathLike, n: int = len(CASSETTE)) -> Project:
-    """Create the example project (once): simulate the atlases and queue their screening."""
+#: (name, seed) of the example tomograms.
+TOMOGRAMS = (("TS_01", 1), ("TS_02", 2))
+#: The README's picking settings (160 x 160 voxels of 20 Å, 70 particles), 80 sections
+#: thick, with two procedural shapes so that no template maps are needed.
+TOMO_SHAPE = (80, 160, 160)
+TOMO_VOXEL_A = 20.0
+TOMO_PARTICLES = 70
+TOMO_SHAPES = ("sphere", "ring")
+
+
+def example_tomograms(data_dir: str | os.PathLike, n: int = len(TOMOGRAMS)) -> list[Path]:
+    """Simulate the example tomograms into ``data_dir`` (skipping those already there).
+
+    Each goes to ``data_dir/tomograms/NAME/`` (the simulator's ``tomogram.mrc``,
+    ``particles.csv``, ``classes.csv``...); its true particles are also written beside
+    them as ``data_dir/truth_NAME.csv`` (``class, name, x, y, z``), which the app imports
+    as annotations. About 8 s per tomogram on two busy cores.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The simulation folders, in order.
+    """
+    import pandas as pd
+
+    from cryoscout.io.coords import write_picks
+    from cryoscout.progress import track
+    from cryoscout.simulate.tomogram import (
+        TomogramConfig,
+        simulate_tomogram,
+        write_simulated_tomogram,
+    )
+
+    out = []
+    for name, seed in track(TOMOGRAMS[:n], "simulating the example tomograms", unit="tomogram"):
+        folder = Path(data_dir) / "tomograms" / name
+        truth = Path(data_dir) / f"truth_{name}.csv"
+        if not (folder / "tomogram.mrc").is_file() or not truth.is_file():
+            config = TomogramConfig(
+                shape=TOMO_SHAPE,
+                voxel_size_A=TOMO_VOXEL_A,
+                n_particles=TOMO_PARTICLES,
+                shapes=TOMO_SHAPES,
+            )
+            write_simulated_tomogram(simulate_tomogram(config, seed=seed), folder)
+            particles = pd.read_csv(folder / "particles.csv")
+            write_picks(truth, particles[["class", "name", "x", "y", "z"]], "csv")
+        out.append(folder)
+    return out
+
+
+def add_example_tomograms(project: Project, n: int = len(TOMOGRAMS)) -> None:
+    """Add the example tomograms and their particle classes (radii from ``classes.csv``)."""
+    import pandas as pd
+
+    from cryoscout.app.tomograms import TomogramStore
+
+    store = TomogramStore(project)
+    folders = example_tomograms(project.path / "data", n)
+    known = {c["name"] for c in store.classes()}
+    for row in pd.read_csv(folders[0] / "classes.csv").itertuples():
+        if row.name not in known:
+            store.add_class(str(row.name), radius_vox=float(row.radius_vox))
+    for folder in folders:
+        store.add(str(folder / "tomogram.mrc"), name=folder.name)
+
+
+def make_example_project(
+    project_dir: str | os.PathLike, n: int = len(CASSETTE), tomograms: int = len(TOMOGRAMS)
+) -> Project:
+    """Create the example project (once): simulate the atlases and queue their screening,
+    and add ``tomograms`` simulated tomograms with their particle classes."""
     project = Project(project_dir)
     if not project.atlas_ids():
         for path in example_atlases(project.path / "data", n):
             project.add_atlas(str(path), name=path.parent.name)
+    if tomograms and not project.conn.execute("SELECT 1 FROM tomograms").fetchone():
+        add_example_tomograms(project, tomograms)
     return project

@@ -111,6 +111,8 @@ class JobRunner:
         with self._lock:
             self._proc, self._job_id = None, None
         after = project.job(job["id"])
+        if self._stop.is_set():  # stopped by the server: stop() marks the job interrupted
+            return
         if after["state"] in ("queued", "running"):  # the worker died without saying why
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
             project.finish_job(job["id"], "failed", f"worker exited with status {rc}: {tail[0]}")

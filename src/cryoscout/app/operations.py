@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoscout.app import picking_jobs
 from cryoscout.app.project import Project
 from cryoscout.screening.model import SCORES
 
@@ -333,4 +334,6 @@ OPERATIONS: dict[str, Callable[[Project, dict, Reporter], dict]] = {
     "screen": run_screen,
     "train": run_train,
     "rescore": run_rescore,
+    "pick_train": picking_jobs.run_pick_train,
+    "pick_predict": picking_jobs.run_pick_predict,
 }

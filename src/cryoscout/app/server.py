@@ -18,8 +18,10 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from cryoscout.app import picker_routes
 from cryoscout.app.jobs import JobRunner
 from cryoscout.app.project import Conflict, NotFound, Project
+from cryoscout.app.tomogram_routes import router as tomogram_router
 from cryoscout.errors import InputError
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -394,6 +396,8 @@ def create_app(
             headers={"Content-Disposition": 'attachment; filename="targets.nav"'},
         )
 
+    app.include_router(picker_routes.router())  # picker, picks (docs/app-api-tomograms.md)
+
     # -- the page -------------------------------------------------------------------
     @app.get("/")
     def index():
@@ -401,6 +405,8 @@ def create_app(
         if not page.is_file():
             return PlainTextResponse("cryoscout app: the page is not installed", 404)
         return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.include_router(tomogram_router)  # docs/app-api-tomograms.md
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -12,7 +12,9 @@ def app(
         Path("cryoscout-project"), help="Project folder (created if needed)."
     ),
     example: bool = typer.Option(
-        False, "--example", help="Fill the project with a simulated 12-grid cassette first."
+        False,
+        "--example",
+        help="Fill the project with a simulated 12-grid cassette and two tomograms first.",
     ),
     example_atlases: int = typer.Option(
         12, "--example-atlases", help="Grids in the example cassette (1-12)."

@@ -236,95 +236,56 @@ def train(
 
     checkpoint = resume_checkpoint(out, resume)
 
-    import numpy as np
     import pandas as pd
 
     from cryoscout.interrupt import Interrupted
-    from cryoscout.io.atomic import atomic_path
     from cryoscout.io.coords import check_classes, read_coords
     from cryoscout.io.mrc import read_mrc
     from cryoscout.io.runfolder import resumable_run_folder
-    from cryoscout.picking.data import NORMALIZATION, prepare_tomogram
-    from cryoscout.picking.module import TrainConfig, train_model
-    from cryoscout.picking.weights import PickingModelInfo, save_model
+    from cryoscout.picking.module import TrainConfig
+    from cryoscout.picking.train import train_picker
     from cryoscout.progress import progress_enabled
-    from cryoscout.runinfo import resume_command, write_run_config
+    from cryoscout.runinfo import resume_command
 
     # Checked and locked before the work; INCOMPLETE until the end; checkpoints stay.
     with resumable_run_folder(out, resume=checkpoint is not None):
         known = sorted(label_radius) if isinstance(label_radius, dict) else None
-        prepared, voxel_size, n_particles = [], None, 0
-        tables = []
+        volumes, tables, voxel_size = [], [], None
         for tpath, cpath in zip(tomo_paths, coord_paths, strict=True):
             vol, vs = read_mrc(tpath, mmap=True)
             if vol.ndim != 3:
                 raise InputError(
                     tpath, f"expected a 3D tomogram, got an array of shape {vol.shape}"
                 )
-            table = read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known)
-            tables.append(table)
+            tables.append(read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known))
+            volumes.append(vol)
             voxel_size = voxel_size or vs
         declared = len(class_names.split(",")) if class_names else (max(known) if known else None)
         num_classes = check_classes(tables, coord_paths, declared)
+        classes = range(1, num_classes + 1)
         radius_map = (
             dict(label_radius)
             if isinstance(label_radius, dict)
-            else {c: float(label_radius) for c in range(1, num_classes + 1)}
+            else dict.fromkeys(classes, float(label_radius))
         )
         names = _class_names(coord_paths, class_names, num_classes)
         # The particle radius sizes MP-NMS in `pick predict`; recorded with the weights when given.
-        particle: dict = {}
+        particle = None
         if val_radius:
             pr = parse_radius(val_radius, "--val-radius")
-            pr_map = pr if isinstance(pr, dict) else dict.fromkeys(range(1, num_classes + 1), pr)
-            particle = {"particle_radius": {str(c): float(r) for c, r in pr_map.items()}}
-        for tpath, table in zip(tomo_paths, tables, strict=True):
-            vol, _ = read_mrc(tpath, mmap=True)
-            prepared.append(prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"]))
-            n_particles += len(table)
+            particle = pr if isinstance(pr, dict) else dict.fromkeys(classes, pr)
         counts = pd.concat(tables)["class"].value_counts()
         typer.echo(
-            f"training on {n_particles} particles ("
-            + ", ".join(
-                f"{names[c - 1]}: {int(counts.get(c, 0))}" for c in range(1, num_classes + 1)
-            )
+            f"training on {sum(len(t) for t in tables)} particles ("
+            + ", ".join(f"{names[c - 1]}: {int(counts.get(c, 0))}" for c in classes)
             + f") in {len(tomo_paths)} tomogram(s)",
             err=True,
         )
-
         validation = None
         if val_tomogram is not None:
-            from cryoscout.picking.evaluate import evaluate_picks
-            from cryoscout.picking.infer import predict_tomogram
-            from cryoscout.picking.mpnms import mp_nms
-
             vvol, vvs = read_mrc(val_tomogram, mmap=True)
-            vtruth = read_coords(
-                val_coords, voxel_size_A=vvs, shape=vvol.shape, classes=range(1, num_classes + 1)
-            )
-            vvol = np.asarray(vvol, dtype=np.float32)
-            hit = parse_radius(val_radius, "--val-radius") if val_radius else radius_map
-            margin = max(patch // 6, 1)
-
-            def validation(model) -> dict[str, float]:
-                pred = predict_tomogram(
-                    model,
-                    vvol,
-                    tile=patch,
-                    margin=margin,
-                    normalization=NORMALIZATION,
-                    progress=False,
-                )
-                # Sized by the particle (hit) radius: by the smaller label radius one
-                # particle's blob splits into several picks.
-                picks = mp_nms(
-                    pred.labels, hit, classes=list(range(1, num_classes + 1)), progress=False
-                )
-                result = evaluate_picks(picks, vtruth, hit)
-                scores = {"val_f1": float(result.overall["f1"])}
-                for c, row in result.per_class.iterrows():
-                    scores[f"val_f1_{names[int(c) - 1]}"] = float(row["f1"])
-                return scores
+            vtruth = read_coords(val_coords, voxel_size_A=vvs, shape=vvol.shape, classes=classes)
+            validation = (vvol, vtruth)
 
         config = TrainConfig(
             channels=chans,
@@ -347,55 +308,29 @@ def train(
             from cryoscout.picking.data import Appearance
 
             config.augmentation.appearance = Appearance()
-        metrics_path = out / "metrics.csv"
-        earlier = None
-        if checkpoint is not None and metrics_path.is_file():
-            earlier = pd.read_csv(metrics_path)
-
-        def on_epoch(history: pd.DataFrame) -> None:
-            with atomic_path(metrics_path) as tmp:
-                history.to_csv(tmp, index=False, float_format="%.6g")
-            typer.echo(epoch_line(history, epochs, names), err=True)
-
         try:
-            model, history = train_model(
-                prepared,
-                num_classes,
+            result = train_picker(
+                volumes,
+                tables,
+                names,
+                radius_map,
                 config,
-                validation,
-                on_epoch,
-                run_dir=out,
+                out,
+                particle_radius=particle,
+                voxel_size_A=voxel_size,
+                validation=validation,
+                on_epoch=lambda history: typer.echo(epoch_line(history, epochs, names), err=True),
                 resume=checkpoint,
-                history=earlier,
+                inputs={
+                    "tomograms": [str(p) for p in tomo_paths],
+                    "coords": [str(p) for p in coord_paths],
+                    "val_tomogram": val_tomogram,
+                    "val_coords": val_coords,
+                },
                 progress=progress_enabled(),
             )
         except Interrupted as exc:
             exc.resume = resume_command()
             raise
-        info = PickingModelInfo(
-            class_names=names,
-            radius=radius_map,
-            patch_size=patch,
-            normalization=dict(NORMALIZATION),
-            voxel_size_A=voxel_size,
-            extra={"epochs": epochs, "seed": seed, "samples_per_epoch": samples, **particle},
-        )
-        save_model(out / "model.pt", model, info)
-        record = {
-            "tomograms": [str(p) for p in tomo_paths],
-            "coords": [str(p) for p in coord_paths],
-            "n_particles": n_particles,
-            "class_names": names,
-            "label_radius": radius_map,
-            "val_tomogram": val_tomogram,
-            "val_coords": val_coords,
-            **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
-            "augmentation": dict(config.augmentation.__dict__),
-            "final_train_loss": float(history["train_loss"].iloc[-1]),
-            "resumed": checkpoint is not None,
-        }
-        if "val_f1" in history:
-            record["final_val_f1"] = float(history["val_f1"].dropna().iloc[-1])
-        write_run_config(out, record)
-        typer.echo(f"model: {out / 'model.pt'} (classes {', '.join(names)})")
-        typer.echo(f"metrics: {metrics_path}")
+        typer.echo(f"model: {result.model_path} (classes {', '.join(names)})")
+        typer.echo(f"metrics: {out / 'metrics.csv'}")

@@ -179,6 +179,40 @@ def list_copick_tomograms(
     return out
 
 
+@dataclass
+class CopickParticleType:
+    """A particle type (``pickable_object`` with ``is_particle``) of a copick project."""
+
+    name: str
+    label: int
+    radius_A: float | None
+    colour: str | None  # "#rrggbb"
+
+
+def copick_particle_types(config: str | os.PathLike) -> list[CopickParticleType]:
+    """The particle types a copick project declares, in its order.
+
+    Raises
+    ------
+    InputError
+        copick missing or an unreadable configuration.
+    """
+    config = Path(config)
+    root = _copick_root(config)
+    out = []
+    try:
+        for o in root.pickable_objects:
+            if not o.is_particle:
+                continue
+            rgba = list(o.color or [])[:3]
+            colour = "#" + "".join(f"{int(v):02x}" for v in rgba) if len(rgba) == 3 else None
+            radius = float(o.radius) if o.radius else None
+            out.append(CopickParticleType(str(o.name), int(o.label), radius, colour))
+    except Exception as exc:
+        raise InputError(config, f"not a readable copick configuration ({exc})") from None
+    return out
+
+
 def open_copick_tomogram(tomo: CopickTomogram):
     """The full-resolution ``(z, y, x)`` array of a copick tomogram, read lazily (zarr)."""
     import zarr
@@ -197,7 +231,8 @@ def write_copick_picks(
     """Store picks (``name, x, y, z`` in voxels, ``score``) in a copick project, in Å.
 
     One copick pick set per particle type of the project, replaced when it exists; picks
-    of a name the project does not know raise :class:`InputError`.
+    of a name the project does not know raise :class:`InputError`. A run the project does
+    not have yet is created.
     """
     root = _copick_root(tomo.config)
     known = {str(o.name) for o in root.pickable_objects}
@@ -206,7 +241,7 @@ def write_copick_picks(
         raise InputError(
             tomo.config, f"the project has no particle type {unknown[0]!r} (the model's class)"
         )
-    run = root.get_run(tomo.run)
+    run = root.get_run(tomo.run) or root.new_run(tomo.run)  # the app exports MRC tomograms too
     for name, group in picks.groupby("name"):
         points = group[["x", "y", "z"]].to_numpy(float) * tomo.voxel_size_A
         ps = run.new_picks(str(name), session_id=session_id, user_id=user_id, exist_ok=True)

@@ -299,9 +299,17 @@ def is_done(out_dir: Path, job: TomogramJob, settings: dict[str, Any]) -> bool:
 
 
 def pick_tomogram(
-    model, info, job: TomogramJob, out_dir: Path, settings: PickSettings, device="cpu"
+    model,
+    info,
+    job: TomogramJob,
+    out_dir: Path,
+    settings: PickSettings,
+    device="cpu",
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Segment one tomogram, find its picks by MP-NMS and write them (not the record).
+
+    ``on_tile(done, total)`` is called after each segmented tile.
 
     Returns
     -------
@@ -348,6 +356,7 @@ def pick_tomogram(
             normalization=info.normalization,
             device=str(device),
             out=out,
+            on_tile=on_tile,
         )
         picks = mp_nms(
             np.asarray(pred.labels),

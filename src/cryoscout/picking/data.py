@@ -1,9 +1,11 @@
 """Training patches for the picking network: normalisation, sampling, augmentation.
 
 Patches are cubes (default 72³, smaller such as 32³ or 48³ for CPU runs). A
-fraction ``background_fraction`` of them are taken at random positions; the
-others are centred on an annotated particle, moved by a random jitter of up to
-a quarter of the patch side so that particles are not always in the middle.
+fraction ``background_fraction`` of them are taken at random positions, a fraction
+``distractor_fraction`` on something known *not* to be a particle (gold, a vesicle's
+membrane, a non-annotated protein: learned negatives, whose voxels are labelled
+background); the others are centred on an annotated particle. Centres move by a random
+jitter of up to a quarter of the patch side so that nothing is always in the middle.
 Every patch is then augmented: mirroring of each axis, a 90° rotation in the
 xy plane, a small rotation about a random axis with isotropic scaling
 (``scipy.ndimage.affine_transform``; linear for the image, nearest for labels),
@@ -17,7 +19,7 @@ and at inference alike, so their intensity units and offset never matter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -104,11 +106,54 @@ class TrainingTomogram:
         ``(z, y, x)`` uint8 TBall-M labels.
     centres
         ``(n, 3)`` annotated centres as ``(z, y, x)`` voxels.
+    negatives
+        ``(m, 3)`` points on distractors as ``(z, y, x)`` voxels (see
+        :func:`distractor_points`); empty when none are known.
     """
 
     volume: np.ndarray
     labels: np.ndarray
     centres: np.ndarray
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+
+
+# Points per vesicle: a patch centred on a vesicle's middle would show its lumen, so
+# negatives are taken on its membrane, at these many directions (a Fibonacci sphere).
+_SHELL_POINTS = 12
+
+
+def distractor_points(distractors: pd.DataFrame | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Points on distractors to centre negative training patches on.
+
+    Parameters
+    ----------
+    distractors
+        ``kind, x, y, z, radius`` table (a simulator's ``distractors.csv``; voxels).
+        Gold beads and proteins give their centre; membranes (vesicles) give
+        ``12`` points spread over their shell. ``None`` or empty: none.
+    shape
+        ``(z, y, x)`` volume shape; points outside it are dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m, 3)`` float ``(z, y, x)`` points.
+    """
+    if distractors is None or len(distractors) == 0:
+        return np.zeros((0, 3))
+    i = np.arange(_SHELL_POINTS) + 0.5
+    polar = np.arccos(1 - 2 * i / _SHELL_POINTS)
+    azimuth = np.pi * (1 + 5**0.5) * i
+    sphere = np.stack(
+        [np.cos(polar), np.sin(polar) * np.sin(azimuth), np.sin(polar) * np.cos(azimuth)], 1
+    )
+    points = []
+    for row in distractors.itertuples(index=False):
+        c = np.array([row.z, row.y, row.x], dtype=float)
+        points.append(c + row.radius * sphere if row.kind == "membrane" else c[None])
+    out = np.concatenate(points)
+    inside = np.all((out >= 0) & (out <= np.asarray(shape) - 1), axis=1)
+    return out[inside]
 
 
 def prepare_tomogram(
@@ -117,6 +162,7 @@ def prepare_tomogram(
     radius: float | dict[int, float],
     clip: float | None = 5.0,
     method: str = NORMALIZATION["method"],
+    distractors: pd.DataFrame | None = None,
 ) -> TrainingTomogram:
     """Normalise a tomogram and paint its TBall-M labels.
 
@@ -132,12 +178,15 @@ def prepare_tomogram(
         Clip the normalised values at ``±clip``.
     method
         Normalisation (see :func:`tomogram_stats`).
+    distractors
+        What is in the tomogram but not annotated (``kind, x, y, z, radius``), for
+        negative patches (see :func:`distractor_points`); ``None``: nothing known.
     """
     mean, std = tomogram_stats(volume, method)
     vol = normalize(volume, mean, std, clip)
     labels = tball_labels(vol.shape, particles, radius)
     centres = particles[["z", "y", "x"]].to_numpy(dtype=float).reshape(-1, 3)
-    return TrainingTomogram(vol, labels, centres)
+    return TrainingTomogram(vol, labels, centres, distractor_points(distractors, vol.shape))
 
 
 def crop(volume: np.ndarray, centre: np.ndarray, size: int, fill: float = 0.0) -> np.ndarray:
@@ -170,8 +219,9 @@ class Appearance:
     Tomograms differ in resolution (defocus, CTF correction, alignment), in how the
     missing wedge smears them along z, in noise level and noise colour, and in contrast.
     With probability ``probability`` a patch gets, in this order: a sign-preserving
-    contrast curve ``sign(x)|x|^gamma``; a Gaussian low-pass whose z width is up to
-    ``1 + wedge`` times its xy width (missing-wedge-like smearing); additive noise whose
+    contrast curve ``sign(x)|x|^gamma``; a Gaussian blur of the signal whose z width is
+    up to ``1 + wedge`` times its xy width (missing-wedge-like smearing; the noise it
+    removes is put back with random phases, so that blurring never denoises); additive noise whose
     power goes as ``k^slope`` (falling, white or rising with frequency ``k``). Each step
     keeps the patch's standard deviation, as the per-tomogram normalisation would for
     a whole tomogram that looked like this. None of them moves anything, so labels stay
@@ -222,7 +272,15 @@ def randomize_appearance(
     sigma = rng.uniform(*aug.blur_sigma)
     if sigma > 0.05:
         sz = sigma * (1 + rng.uniform(0, aug.wedge))
-        x = restore(gaussian_filter(x, (sz, sigma, sigma), mode="nearest"))
+        smooth = gaussian_filter(x, (sz, sigma, sigma), mode="nearest")
+        # A microscope blurs the signal, not the noise, which is added at recording. The
+        # blur took most of the patch's noise with it (a denoiser: restoring the std
+        # alone made particles 2.5x more contrasted than in any real domain), so the
+        # removed detail, mostly noise, goes back in with random phases: the same
+        # noise spectrum, no structure.
+        spectrum = np.fft.rfftn(x - smooth)
+        phases = np.exp(2j * np.pi * rng.random(spectrum.shape))
+        x = restore(smooth + np.fft.irfftn(spectrum * phases, s=x.shape))
     level = rng.uniform(*aug.noise_level)
     if level > 0:
         noise = coloured_noise(x.shape, float(rng.uniform(*aug.noise_slope)), rng)
@@ -248,9 +306,10 @@ class Augmentation:
         Intensity jitter: ``x * U(1-gain, 1+gain) + U(-offset, offset) + N(0, noise)``.
     appearance
         Appearance randomisation (contrast, blur, coloured noise), or ``None`` for none
-        (the default: in the CPU-sized domain-shift benchmark it cost same-domain F1 and
-        did not recover the shifted domains' F1, see BENCHMARKS.md; turn it on with
-        ``Augmentation(appearance=Appearance())`` or ``pick train --randomize-appearance``).
+        (the default: in the CPU-sized domain-shift benchmark it lifted 4v94 on one
+        shifted domain but lost on the other and on the training domain, see
+        BENCHMARKS.md; turn it on with ``Augmentation(appearance=Appearance())`` or
+        ``pick train --randomize-appearance``).
     """
 
     mirror: bool = True
@@ -338,6 +397,9 @@ class PatchDataset:
         Number of patches per epoch.
     background_fraction
         Share of patches taken at random positions instead of on a particle.
+    distractor_fraction
+        Share of patches centred on a distractor (``TrainingTomogram.negatives``)
+        instead of on a particle; ignored when no tomogram has any.
     augmentation
         Settings, or ``None`` for none (validation).
     seed
@@ -352,37 +414,62 @@ class PatchDataset:
         background_fraction: float = 0.25,
         augmentation: Augmentation | None = None,
         seed: int = 0,
+        distractor_fraction: float = 0.0,
     ) -> None:
         if not tomograms:
             raise ValueError("no tomograms")
+        if not 0 <= background_fraction + distractor_fraction <= 1:
+            raise ValueError("background_fraction + distractor_fraction must be in [0, 1]")
         self.tomograms = tomograms
         self.patch_size = int(patch_size)
         self.samples_per_epoch = int(samples_per_epoch)
         self.background_fraction = float(background_fraction)
+        self.distractor_fraction = float(distractor_fraction)
         self.augmentation = augmentation
         self.seed = int(seed)
         self.epoch = 0
-        n = np.array([len(t.centres) for t in tomograms], dtype=float)
-        self._particle_weights = n / n.sum() if n.sum() > 0 else None
+
+        def weights(counts: list[int]) -> np.ndarray | None:
+            n = np.array(counts, dtype=float)
+            return n / n.sum() if n.sum() > 0 else None
+
+        self._particle_weights = weights([len(t.centres) for t in tomograms])
+        self._negative_weights = weights([len(t.negatives) for t in tomograms])
 
     def __len__(self) -> int:
         return self.samples_per_epoch
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray, str]:
+        """Where the next patch is: tomogram index, ``(z, y, x)`` centre and its kind.
+
+        ``kind`` is ``"particle"``, ``"distractor"`` or ``"background"``.
+        """
+        size = self.patch_size
+        u = rng.random()
+        kind = "particle"
+        if self._negative_weights is not None and u < self.distractor_fraction:
+            kind = "distractor"
+        elif self._particle_weights is None or u < (
+            self.background_fraction
+            + (self.distractor_fraction if self._negative_weights is not None else 0.0)
+        ):
+            kind = "background"
+        if kind == "background":
+            k = int(rng.integers(len(self.tomograms)))
+            return k, np.array([rng.integers(n) for n in self.tomograms[k].volume.shape]), kind
+        weights = self._particle_weights if kind == "particle" else self._negative_weights
+        k = int(rng.choice(len(self.tomograms), p=weights))
+        points = self.tomograms[k].centres if kind == "particle" else self.tomograms[k].negatives
+        centre = points[rng.integers(len(points))]
+        return k, np.rint(centre + rng.uniform(-size / 4, size / 4, 3)).astype(int), kind
 
     def __getitem__(self, i: int):
         import torch
 
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         size = self.patch_size
-        on_particle = self._particle_weights is not None and (
-            rng.random() >= self.background_fraction
-        )
-        if on_particle:
-            t = self.tomograms[rng.choice(len(self.tomograms), p=self._particle_weights)]
-            centre = t.centres[rng.integers(len(t.centres))]
-            centre = np.rint(centre + rng.uniform(-size / 4, size / 4, 3)).astype(int)
-        else:
-            t = self.tomograms[rng.integers(len(self.tomograms))]
-            centre = np.array([rng.integers(n) for n in t.volume.shape])
+        k, centre, _ = self.draw(rng)
+        t = self.tomograms[k]
         if self.augmentation is None:
             image = crop(t.volume, centre, size)
             labels = crop(t.labels, centre, size).astype(np.int64)

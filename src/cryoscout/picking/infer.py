@@ -16,7 +16,7 @@ margin covers the network's receptive field (tested).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +110,7 @@ def predict_tomogram(
     out: TomogramPrediction | None = None,
     progress: bool = True,
     max_tiles: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> TomogramPrediction:
     """Segment a whole tomogram with overlap tiling.
 
@@ -137,6 +138,8 @@ def predict_tomogram(
         Draw a progress bar.
     max_tiles
         Stop after this many tiles (for timing on very large volumes); ``None``: all.
+    on_tile
+        Called as ``on_tile(done, total)`` after each tile (the app's job progress).
 
     Returns
     -------
@@ -163,7 +166,8 @@ def predict_tomogram(
             stats = tomogram_stats(volume, normalization_method(normalization))
     tiles = list(iter_tiles(shape, tile, margin, align=model.stride))[:max_tiles]
     with torch.inference_mode():
-        for src, core, inner in track(tiles, "segmenting", unit="tile") if progress else tiles:
+        steps = track(tiles, "segmenting", unit="tile") if progress else tiles
+        for i, (src, core, inner) in enumerate(steps):
             block = np.asarray(volume[src], dtype=np.float32)
             if normalization is not None:
                 block = normalize(block, stats[0], stats[1], clip)
@@ -179,4 +183,6 @@ def predict_tomogram(
             out.scores[core] = score.cpu().numpy()
             if out.probabilities is not None:
                 out.probabilities[(slice(None), *core)] = prob[1:].cpu().numpy()
+            if on_tile is not None:
+                on_tile(i + 1, len(tiles))
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -98,6 +98,9 @@ class TrainConfig:
         AdamW; ``lr`` is the one-cycle peak.
     background_fraction
         Share of patches at random positions.
+    distractor_fraction
+        Share of patches centred on known distractors (learned negatives; needs
+        ``TrainingTomogram.negatives``).
     seed
         Seeds patch sampling, augmentation and weight initialisation.
     accelerator, devices, strategy, precision
@@ -121,6 +124,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     background_fraction: float = 0.25
+    distractor_fraction: float = 0.0
     seed: int = 0
     accelerator: str = "auto"
     devices: int | str = 1
@@ -245,6 +249,7 @@ def train_model(
     resume: str | os.PathLike | None = None,
     history: pd.DataFrame | None = None,
     progress: bool = False,
+    init: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[ResUNet3d, pd.DataFrame]:
     """Train a :class:`ResUNet3d` on patches of annotated tomograms.
 
@@ -270,6 +275,9 @@ def train_model(
         are kept at the head of the returned history.
     progress
         Show Lightning's progress bar within each epoch.
+    init
+        Weights to start from (a state_dict of the same architecture) instead of random
+        ones: fine-tuning an earlier picker on more annotations.
 
     Returns
     -------
@@ -290,6 +298,8 @@ def train_model(
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = ResUNet3d(num_classes, config.channels, config.coord_mode)
+    if init is not None:
+        model.load_state_dict(init, strict=True)
     dataset = PatchDataset(
         tomograms,
         patch_size=config.patch_size,
@@ -297,6 +307,7 @@ def train_model(
         background_fraction=config.background_fraction,
         augmentation=config.augmentation,
         seed=config.seed,
+        distractor_fraction=config.distractor_fraction,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

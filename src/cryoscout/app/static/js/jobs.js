@@ -6,7 +6,7 @@ import { emit, state } from "./state.js";
 import { $, fmtEta, h, progressBar } from "./ui.js";
 
 const ACTIVE = new Set(["queued", "running"]);
-const KIND = { screen: "Screening", train: "Training", rescore: "Rescoring" };
+const KIND = { screen: "Screening", train: "Training", rescore: "Rescoring", pick_train: "Picker training", pick_predict: "Picking" };
 let known = new Map(); // id -> state
 let timer = null;
 

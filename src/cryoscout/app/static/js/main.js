@@ -9,10 +9,11 @@ import { pollJobs } from "./jobs.js";
 import { initLabeler } from "./labels.js";
 import { loadAtlases, loadModels, loadProject, loadSquares, on, state } from "./state.js";
 import { fillTargetSelects, initTargets, refreshTargets } from "./targets.js";
+import { handleTomoKey, hideTomograms, initTomograms, showTomograms } from "./tomograms.js";
 import { initTrain } from "./train.js";
 import { $, isTyping, toast } from "./ui.js";
 
-const VIEWS = ["cassette", "atlas", "squares", "train", "targets"];
+const VIEWS = ["cassette", "atlas", "squares", "train", "targets", "tomograms"];
 let current = null;
 
 function parseHash() {
@@ -33,6 +34,7 @@ async function route() {
       hideGallery();
       clearPanel($("#squares-side"));
     }
+    if (current === "tomograms") hideTomograms();
   }
   current = view;
   for (const v of VIEWS) $(`#view-${v}`).hidden = v !== view;
@@ -44,7 +46,7 @@ async function route() {
     else if (view === "targets") {
       fillTargetSelects();
       await refreshTargets();
-    }
+    } else if (view === "tomograms") await showTomograms(arg);
   } catch (err) {
     toast(err.message, true);
   }
@@ -59,6 +61,10 @@ function clearPanel(el) {
 
 function onKey(e) {
   if (isTyping(e)) return;
+  if (current === "tomograms") {
+    if (handleTomoKey(e)) e.preventDefault();
+    return;
+  }
   if (e.key === "?") {
     toast("Keys: b s c t o choose the attribute, 0-4 score it, j/k or →/← next/previous, u undo, x target.");
     return;
@@ -80,6 +86,7 @@ async function start() {
   initGallery();
   initTrain();
   initTargets();
+  initTomograms();
   registerDetailPanel($("#atlas-side"), () => current === "atlas");
   registerDetailPanel($("#squares-side"), () => current === "squares");
   document.addEventListener("keydown", onKey);

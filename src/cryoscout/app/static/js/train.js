@@ -85,13 +85,13 @@ const METRIC_NAMES = {
 };
 const COLOURS = ["#2456a6", "#c2410c", "#1f7a44", "#7b3fb0", "#b8860b", "#0e7490", "#be185d"];
 
-function metricKeys(losses) {
+export function metricKeys(losses) {
   const keys = new Set();
   for (const p of losses) for (const [k, v] of Object.entries(p)) if (typeof v === "number" && k !== "epoch" && k !== "step") keys.add(k);
   return [...keys];
 }
 
-function chart(ctx, box, title, losses, keys) {
+export function chart(ctx, box, title, losses, keys) {
   const { x0, y0, w, h } = box;
   const pad = { l: 40, r: 8, t: 18, b: 20 };
   ctx.fillStyle = "#1d2330";
