@@ -14,6 +14,7 @@ Example::
 
     $ python benchmarks/make_screening_data.py -o data/screening --atlases 5 --seed 0
     $ python benchmarks/make_screening_data.py -o data/cracks --atlases 6 --seed 1 --crack-scale 2.5
+    $ python benchmarks/make_screening_data.py -o data/wide --atlases 12 --seed 5 --wide
 """
 
 from __future__ import annotations
@@ -31,31 +32,40 @@ from cryoscout.progress import track
 from cryoscout.screening.data import resize_stack
 from cryoscout.screening.model import SCORES
 from cryoscout.simulate.atlas import AtlasConfig, simulate_atlas
-from cryoscout.simulate.grid import MESH_SPECS
+from cryoscout.simulate.grid import FILM_SPECS, MESH_SPECS
 
 
 def atlas_config(
-    rng: np.random.Generator, tiles: int, crack_scale: float = 1.0, defect_scale: float = 1.0
+    rng: np.random.Generator,
+    tiles: int,
+    crack_scale: float = 1.0,
+    defect_scale: float = 1.0,
+    wide: bool = False,
 ) -> AtlasConfig:
     """A varied atlas configuration: the diversity a model must not overfit to.
 
     ``crack_scale`` and ``defect_scale`` multiply the crack rate and the other
     defect rates (broken, contamination, dry, bent bars), so that rare defects
-    can be made common enough to learn; 1 keeps the usual mix.
+    can be made common enough to learn; 1 keeps the usual mix. ``wide`` also
+    varies the holey film (every type the simulator knows) and widens pixel
+    sizes to 350-750 nm, ice to 50-200 nm and the dose to 50-250 counts.
     """
     scale = rng.uniform(0.5, 2.0) * defect_scale
+    mesh = int(rng.choice([200, 300, 300, 400]))
+    film = str(rng.choice(sorted(FILM_SPECS))) if wide else "R1.2/1.3"
     return AtlasConfig(
-        mesh=int(rng.choice([200, 300, 300, 400])),
-        pixel_size_nm=float(rng.uniform(400, 650)),
+        mesh=mesh,
+        film=film,
+        pixel_size_nm=float(rng.uniform(*((350, 750) if wide else (400, 650)))),
         tiles_x=tiles,
         tiles_y=tiles,
-        ice_mean_nm=float(rng.uniform(60, 180)),
+        ice_mean_nm=float(rng.uniform(*((50, 200) if wide else (60, 180)))),
         broken_rate=float(0.08 * scale),
         crack_rate=float(np.clip(0.12 * rng.uniform(0.5, 2.5) * crack_scale, 0, 0.5)),
         contamination_rate=float(np.clip(0.25 * rng.uniform(0.5, 2.0) * defect_scale, 0, 0.6)),
         dry_rate=float(0.05 * rng.uniform(0.5, 2.0) * defect_scale),
         bent_bar_rate=float(0.03 * scale),
-        dose=float(rng.uniform(60, 200)),
+        dose=float(rng.uniform(*((50, 250) if wide else (60, 200)))),
         label_noise=0.3,
     )
 
@@ -107,11 +117,12 @@ def main() -> None:
     p.add_argument("--tiles", type=int, default=5)
     p.add_argument("--crack-scale", type=float, default=1.0, help="Crack rate multiplier.")
     p.add_argument("--defect-scale", type=float, default=1.0, help="Other defects' multiplier.")
+    p.add_argument("--wide", action="store_true", help="Vary films; wider pixel sizes, ice, dose.")
     p.add_argument("--crop-truth", action="store_true", help="Skip extraction; crop at truth.")
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     for i in track(range(args.atlases), "atlases", unit="atlas"):
-        cfg = atlas_config(rng, args.tiles, args.crack_scale, args.defect_scale)
+        cfg = atlas_config(rng, args.tiles, args.crack_scale, args.defect_scale, args.wide)
         seed = int(rng.integers(2**31))
         folder = args.out / f"atlas{i:02d}"
         if (folder / "labels.csv").is_file():

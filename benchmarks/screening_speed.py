@@ -3,6 +3,7 @@
 Example::
 
     $ python benchmarks/screening_speed.py --size 128 --n 512 --threads 2
+    $ python benchmarks/screening_speed.py --model default --threads 2  # the shipped model
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from cryoscout.screening.model import XCryoNet
-from cryoscout.screening.predict import ScoringModel
+from cryoscout.screening.predict import ScoringModel, load_model
 
 
 def main() -> None:
@@ -25,11 +26,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variant", default="xcryonet")
+    p.add_argument("-m", "--model", help="A model file; 'default': the shipped one "
+                   "(with its head and calibration). Without: a random network.")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ScoringModel(XCryoNet(args.variant, args.size), {"variant": args.variant,
-                         "size": args.size, "normalisation": "atlas"})  # fmt: skip
+    if args.model:
+        model = load_model(None if args.model == "default" else args.model)
+        args.size, args.variant = model.size, model.kind
+    else:
+        model = ScoringModel(XCryoNet(args.variant, args.size), {"variant": args.variant,
+                             "size": args.size, "normalisation": "atlas"})  # fmt: skip
     stack = np.random.default_rng(0).normal(size=(args.n, args.size, args.size))
     stack = stack.astype(np.float32)
     model.predict(stack[: args.batch_size])  # warm-up

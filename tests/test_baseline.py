@@ -56,3 +56,20 @@ def test_baseline_beats_predicting_the_mean():
     for name in ("brightness", "contamination"):
         assert mad[name] < 0.5 * mad_mean[name], (name, mad[name], mad_mean[name])
     assert set(mad) == set(SCORES)
+
+
+def test_fast_features_are_the_first_features_of_each_square_computed_at_once():
+    from cryoscout.screening.baseline import N_FAST, fast_features
+
+    stack = np.random.default_rng(5).normal(0, 2, size=(6, S, S)).astype(np.float32)
+    stack[0, 0, :3] = [
+        -4.0,
+        4.0,
+        9.0,
+    ]  # histogram ends: -4 in the first bin, 4 and above in the last
+    fast = fast_features(stack)
+    assert fast.shape == (6, N_FAST)
+    for square, row in zip(stack, fast, strict=True):
+        np.testing.assert_allclose(row, square_features(square)[:N_FAST], atol=1e-6)
+        hist, _ = np.histogram(np.clip(square, -4, 4), bins=16, range=(-4, 4))
+        np.testing.assert_allclose(row[:16], hist / square.size)

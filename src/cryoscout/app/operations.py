@@ -126,7 +126,7 @@ def score_atlas(
         out,
         top_k=20,
         input_path=a["path"],
-        model_name=f"{model.variant} (app model version {model_id})",
+        model_name=f"{model.kind} (app model version {model_id})",
         config=config,
     )
     np.save(out / "features.npy", analysis.features)

@@ -16,6 +16,34 @@ import numpy as np
 from cryoscout.screening.model import SCORES
 
 N_BINS = 16
+#: How many of :func:`square_features` come first and cheap (:func:`fast_features`).
+N_FAST = N_BINS + 2 + 5 + 2
+
+
+def fast_features(stack: np.ndarray) -> np.ndarray:
+    """The cheap intensity features of ``(n, s, s)`` normalised squares, all at once.
+
+    The intensity histogram (16 bins on [-4, 4]), mean, standard deviation,
+    5/25/50/75/95th percentiles and the central half's mean and standard
+    deviation: the first :data:`N_FAST` entries of :func:`square_features`,
+    vectorised over the stack (no filtering, so about 1000x faster).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, N_FAST)`` float32.
+    """
+    x = np.asarray(stack, dtype=np.float32)
+    n, s = x.shape[0], x.shape[1]
+    flat = x.reshape(n, -1)
+    # Bin i holds [-4 + i/2, -4 + (i+1)/2), the last one also 4 (numpy's histogram rule).
+    idx = np.minimum(((np.clip(flat, -4, 4) + 4) * (N_BINS / 8)).astype(np.int64), N_BINS - 1)
+    hist = np.stack([np.bincount(row, minlength=N_BINS) for row in idx]) / flat.shape[1]
+    pct = np.percentile(flat, [5, 25, 50, 75, 95], axis=1).T  # (n, 5)
+    centre = x[:, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4].reshape(n, -1)
+    cols = [hist, flat.mean(1)[:, None], flat.std(1)[:, None], pct]
+    cols += [centre.mean(1)[:, None], centre.std(1)[:, None]]
+    return np.concatenate(cols, axis=1).astype(np.float32)
 
 
 def square_features(square: np.ndarray) -> np.ndarray:
@@ -36,10 +64,6 @@ def square_features(square: np.ndarray) -> np.ndarray:
 
     x = np.asarray(square, dtype=np.float32)
     s = x.shape[0]
-    centre = x[s // 4 : 3 * s // 4, s // 4 : 3 * s // 4]
-    hist, _ = np.histogram(np.clip(x, -4, 4), bins=N_BINS, range=(-4, 4))
-    hist = hist / x.size
-    pct = np.percentile(x, [5, 25, 50, 75, 95])
     smooth = filters.gaussian(x, sigma=1.0)
     edges = feature.canny(smooth, sigma=1.0)
     # Opening: the bright region around the centre, as the squareness label sees it.
@@ -67,12 +91,7 @@ def square_features(square: np.ndarray) -> np.ndarray:
     ridge_floor = float(np.median(ridge[inner])) if inner.any() else float(np.median(ridge))
     lines = inner & (ridge > 3 * ridge_floor + 1e-3)
     feats = [
-        *hist,
-        x.mean(),
-        x.std(),
-        *pct,
-        centre.mean(),
-        centre.std(),
+        *fast_features(x[None])[0],
         edges.mean(),
         edges[inner].mean() if inner.any() else 0.0,
         area,

@@ -3,9 +3,15 @@
 A model file (``model.pt`` in a run folder, ``default_xcryonet.pt`` in the
 package) is a plain dictionary readable with ``torch.load(weights_only=True)``::
 
-    {"format": "cryoscout-xcryonet", "format_version": 1,
+    {"format": "cryoscout-xcryonet", "format_version": 2,
      "meta": {"variant", "size", "width", "normalisation", "cryoscout_version", ...},
-     "state_dict": {...}}
+     "state_dict": {...},
+     "head": None or a tree head (screening/head.py: trees as tensors),
+     "calibration": {} or score -> {"x", "y"} monotone map (screening/calibration.py)}
+
+Version 1 files (the network alone) still load. With a head, the scores come
+from the head (which reads the network's features); with a calibration, each
+score then goes through its monotone map.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from typing import Any
 import numpy as np
 
 from cryoscout.errors import InputError
+from cryoscout.screening.calibration import MonotoneMap
+from cryoscout.screening.head import TreeHead
 from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES, VARIANTS
 
 MODEL_FORMAT = "cryoscout-xcryonet"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+#: Versions :func:`load_model` reads (1: the network alone, before heads and calibration).
+READABLE_VERSIONS = (1, 2)
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default_xcryonet.pt"
 
 
@@ -39,7 +49,14 @@ def model_meta(net, normalisation: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def save_model(path: str | os.PathLike, net, normalisation: str, **extra: Any) -> Path:
+def save_model(
+    path: str | os.PathLike,
+    net,
+    normalisation: str,
+    head: TreeHead | None = None,
+    calibration: dict[str, MonotoneMap] | None = None,
+    **extra: Any,
+) -> Path:
     """Write ``net``'s weights and architecture metadata to ``path`` atomically.
 
     Parameters
@@ -50,6 +67,10 @@ def save_model(path: str | os.PathLike, net, normalisation: str, **extra: Any) -
         A :class:`~cryoscout.screening.model.XCryoNet`.
     normalisation
         How its inputs were normalised (see :mod:`cryoscout.screening.data`).
+    head
+        Optional tree head that turns the network's features into the scores.
+    calibration
+        Optional score name -> monotone map applied to the final scores.
     extra
         More plain (YAML/JSON-able) metadata, e.g. the training data.
     """
@@ -62,6 +83,8 @@ def save_model(path: str | os.PathLike, net, normalisation: str, **extra: Any) -
         "format_version": MODEL_FORMAT_VERSION,
         "meta": model_meta(net, normalisation, **extra),
         "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "head": head.to_record() if head is not None else None,
+        "calibration": {s: m.to_record() for s, m in (calibration or {}).items()},
     }
     with atomic_path(path) as tmp:
         torch.save(record, tmp)
@@ -83,23 +106,55 @@ class Predictions:
     features
         ``(n, c)`` the primary branch's feature maps averaged over space (what
         active learning measures distances on), when asked for.
+    head_inputs
+        ``(n, f)`` what a tree head reads (:func:`~cryoscout.screening.head.head_inputs`
+        followed by :func:`~cryoscout.screening.head.atlas_context`), when asked for.
     """
 
     scores: Any  # pandas.DataFrame
     attention: dict[str, np.ndarray] = field(default_factory=dict)
     features: np.ndarray | None = None
+    head_inputs: np.ndarray | None = None
 
 
 class ScoringModel:
     """A trained XCryoNet (or primary-only) network ready to score squares.
 
     Use :func:`load_model` to get one.
+
+    Parameters
+    ----------
+    net
+        The :class:`~cryoscout.screening.model.XCryoNet`.
+    meta
+        Its metadata (``variant``, ``size``, ``normalisation``...).
+    source
+        The file it was read from.
+    head
+        Optional tree head computing the scores from the network's features.
+    calibration
+        Optional score name -> monotone map applied last.
     """
 
-    def __init__(self, net, meta: dict[str, Any], source: Path | None = None) -> None:
+    def __init__(
+        self,
+        net,
+        meta: dict[str, Any],
+        source: Path | None = None,
+        head: TreeHead | None = None,
+        calibration: dict[str, MonotoneMap] | None = None,
+    ) -> None:
         self.net = net.eval()
         self.meta = meta
         self.source = source
+        self.head = head
+        self.calibration = dict(calibration or {})
+
+    @property
+    def kind(self) -> str:
+        """What computes the scores, for people: e.g. ``"xcryonet + tree head, calibrated"``."""
+        name = self.variant + (" + tree head" if self.head is not None else "")
+        return name + (", calibrated" if self.calibration else "")
 
     @property
     def variant(self) -> str:
@@ -115,6 +170,7 @@ class ScoringModel:
         batch_size: int = 64,
         attention: bool = True,
         features: bool = False,
+        head_inputs: bool | str = False,
     ) -> Predictions:
         """Score squares.
 
@@ -131,6 +187,10 @@ class ScoringModel:
             Return the attention maps (``xcryonet`` only).
         features
             Return the pooled primary features too.
+        head_inputs
+            Return what a tree head reads, to fit one: ``"all"`` or ``"fast"``
+            hand-made features, or ``True`` for those of this model's head
+            (``"all"`` without a head).
 
         Returns
         -------
@@ -149,13 +209,22 @@ class ScoringModel:
             raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
         h, w = x.shape[1:]
         x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
-        scores, maps, feats = [], {n: [] for n in ATTENTION_ATTRIBUTES}, []
+        from cryoscout.screening.head import atlas_context
+        from cryoscout.screening.head import head_inputs as compute_head_inputs
+
+        scores, maps, feats, inputs = [], {n: [] for n in ATTENTION_ATTRIBUTES}, [], []
         want_maps = attention and self.variant == "xcryonet"
+        want_inputs = head_inputs or self.head is not None
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 batch = torch.from_numpy(x[start : start + batch_size])[:, None]  # (b, 1, s, s)
                 out = self.net(batch, reconstruct="none")
                 scores.append(out.scores.clamp(0, 4).numpy())
+                if want_inputs:
+                    hand = self.head.hand if self.head is not None else "all"
+                    if isinstance(head_inputs, str) and self.head is None:
+                        hand = head_inputs
+                    inputs.append(compute_head_inputs(out, x[start : start + batch_size], hand))
                 if features:
                     feats.append(out.primary_features.mean(dim=(2, 3)).numpy())
                 if want_maps:
@@ -163,10 +232,24 @@ class ScoringModel:
                         if (h, w) != (self.size, self.size):
                             att = F.interpolate(att, size=(h, w), mode="bilinear")
                         maps[name].append(att[:, 0].numpy())
-        table = pd.DataFrame(np.concatenate(scores).astype(np.float64), columns=list(SCORES))
+        raw = np.concatenate(scores).astype(np.float64)  # (n, 5)
+        head_in = None
+        if want_inputs:
+            head_in = np.concatenate([np.concatenate(inputs), atlas_context(x)], axis=1)
+        if self.head is not None:
+            raw = self.head.predict(head_in)
+        for j, name in enumerate(SCORES):
+            if name in self.calibration:
+                raw[:, j] = self.calibration[name](raw[:, j])
+        table = pd.DataFrame(np.clip(raw, 0, 4), columns=list(SCORES))
         att_out = {n: np.concatenate(v) for n, v in maps.items()} if want_maps else {}
         pooled = np.concatenate(feats).astype(np.float32) if features else None
-        return Predictions(scores=table, attention=att_out, features=pooled)
+        return Predictions(
+            scores=table,
+            attention=att_out,
+            features=pooled,
+            head_inputs=head_in if head_inputs else None,
+        )
 
 
 def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
@@ -206,11 +289,12 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
         raise InputError(path, f"not a cryoscout screening model (expected {MODEL_FORMAT})")
     version = record.get("format_version")
-    if version != MODEL_FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise InputError(
             path,
             f"model format version {version} is not supported by this cryoscout "
-            f"(expects {MODEL_FORMAT_VERSION}); retrain it or use a matching cryoscout",
+            f"(reads {', '.join(map(str, READABLE_VERSIONS))}); retrain it or use a "
+            "matching cryoscout",
         )
     meta = record.get("meta", {})
     try:
@@ -225,4 +309,12 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
         raise InputError(
             path, f"weights do not match the XCryoNet architecture ({first})"
         ) from None
-    return ScoringModel(net, meta, source=path)
+    try:
+        head = TreeHead.from_record(record["head"]) if record.get("head") else None
+        calibration = {
+            s: MonotoneMap.from_record(m) for s, m in (record.get("calibration") or {}).items()
+        }
+    except (KeyError, AttributeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, f"broken tree head or calibration ({first})") from None
+    return ScoringModel(net, meta, source=path, head=head, calibration=calibration)

@@ -235,7 +235,7 @@ def screen(
             folder,
             top_k=top_k,
             input_path=input_path,
-            model_name=f"{model.variant} ({model_dir or 'default model shipped with cryoscout'})",
+            model_name=f"{model.kind} ({model_dir or 'default model shipped with cryoscout'})",
             config=config,
             detail_k=detail_k,
         )

@@ -1,0 +1,181 @@
+"""A tree head on XCryoNet: the network's features and hand-made features -> boosted trees.
+
+At CPU scale gradient-boosted trees on hand-made features (:mod:`.baseline`)
+beat the network alone on every score. The tree head keeps the whole network
+(its branches, attention maps and scores) and replaces only the last step: one
+tree ensemble per score reads, for each square,
+
+* the mean and maximum over space of the primary branch's feature maps and of
+  each attribute branch's (attention-weighted) feature maps;
+* the network's own scores: fusion, primary and attribute branches;
+* the baseline's hand-made features: all of them (:func:`.baseline.square_features`,
+  about 17 ms a square on one core), or only the cheap intensity ones
+  (:func:`.baseline.fast_features`, ``hand="fast"``, which keeps scoring as
+  fast as the network alone);
+* where the square stands in its atlas (:func:`atlas_context`): the rubric's
+  ice quality depends on the absolute ice thickness, which the atlas
+  normalisation hides but the atlas itself shows, between the opaque bars and
+  the brightest squares.
+
+The trees are fitted with scikit-learn (the baseline's regressor, so both are
+trained alike) on squares of atlases the network did not train on, so that
+they learn how far to trust the network on new grids, and are stored as
+arrays (:mod:`.trees`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES
+from cryoscout.screening.trees import TreeEnsemble
+
+#: Which hand-made features a head reads.
+HAND_FEATURES = ("all", "fast")
+
+
+def head_inputs(out, images: np.ndarray, hand: str = "all") -> np.ndarray:
+    """What the tree head reads for a batch of squares, less the atlas context.
+
+    Parameters
+    ----------
+    out
+        The network's :class:`~cryoscout.screening.model.XCryoNetOutput` for the batch.
+    images
+        ``(b, s, s)`` the normalised squares the network saw.
+    hand
+        ``"all"`` hand-made features or only the ``"fast"`` ones (a prefix of all).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(b, f)`` float32: network features, network scores, hand-made features.
+    """
+    import torch
+
+    from cryoscout.screening.baseline import fast_features, stack_features
+
+    maps = [out.primary_features, *(out.attribute_features[n] for n in out.attribute_features)]
+    parts = [p for f in maps for p in (f.mean(dim=(2, 3)), f.amax(dim=(2, 3)))]
+    parts += [out.scores, out.primary_scores]
+    names = [n for n in ATTENTION_ATTRIBUTES if n in out.attribute_scores]
+    parts += [out.attribute_scores[n][:, None] for n in names]
+    net = torch.cat(parts, dim=1).float().numpy()  # (b, 2 * branches * 2w + 10 [+ 2])
+    if hand not in HAND_FEATURES:
+        raise ValueError(f"hand must be one of {HAND_FEATURES}, not {hand!r}")
+    handmade = stack_features(images) if hand == "all" else fast_features(images)
+    return np.concatenate([net, handmade], axis=1).astype(np.float32)
+
+
+def atlas_context(images: np.ndarray) -> np.ndarray:
+    """Where each square of one atlas stands among the others.
+
+    Parameters
+    ----------
+    images
+        ``(n, s, s)`` the normalised squares of one atlas (the whole stack given
+        to ``predict``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 7)`` float32: the central half's mean ``m`` relative to the
+        atlas's bars (1st percentile of all pixels) and brightest squares (95th
+        percentile of ``m``), ``(m - bars) / span`` and ``(m - median) / span``
+        with ``span`` their difference; the rank of ``m`` (0 darkest, 1
+        brightest); the central half's standard deviation over ``span``; the
+        bars, brightest and median levels themselves.
+    """
+    x = np.asarray(images, dtype=np.float32)
+    n, s = x.shape[0], x.shape[1]
+    centre = x[:, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4].reshape(n, -1)
+    m = centre.mean(axis=1)
+    bars = float(np.percentile(x, 1))  # copper: the darkest pixels of the atlas
+    top = float(np.percentile(m, 95))  # thinnest ice, or no film at all
+    median = float(np.median(m))
+    span = max(top - bars, 1e-6)
+    rank = np.argsort(np.argsort(m, kind="stable"), kind="stable") / max(n - 1, 1)
+    cols = [(m - bars) / span, (m - median) / span, rank, centre.std(axis=1) / span]
+    cols += [np.full(n, bars), np.full(n, top), np.full(n, median)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def fast_inputs(inputs: np.ndarray) -> np.ndarray:
+    """Cut what a ``hand="fast"`` head reads from inputs with every hand-made feature.
+
+    Parameters
+    ----------
+    inputs
+        ``(n, f)`` inputs of ``ScoringModel.predict(..., head_inputs=True)`` of
+        a model without a head (network, all hand-made features, atlas context).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, f')``: network, the first ``N_FAST`` hand-made features, atlas context.
+    """
+    from cryoscout.screening.baseline import N_FAST, square_features
+
+    blank = np.zeros((2, 16, 16), np.float32)
+    n_all, n_context = len(square_features(blank[0])), atlas_context(blank).shape[1]
+    cut = inputs.shape[1] - n_context - n_all + N_FAST
+    return np.concatenate([inputs[:, :cut], inputs[:, -n_context:]], axis=1)
+
+
+@dataclass
+class TreeHead:
+    """One :class:`~cryoscout.screening.trees.TreeEnsemble` per score."""
+
+    trees: dict[str, TreeEnsemble]
+    n_inputs: int
+    hand: str = "all"
+
+    @classmethod
+    def fit(
+        cls, inputs: np.ndarray, labels: np.ndarray, seed: int = 0, hand: str = "all"
+    ) -> TreeHead:
+        """Fit on ``(n, f)`` inputs and ``(n, 5)`` labels.
+
+        The inputs of a square are its :func:`head_inputs` (of ``hand``)
+        followed by its :func:`atlas_context`, as ``ScoringModel.predict``
+        returns them.
+
+        Labels may be NaN (missing, ignored).
+
+        Raises
+        ------
+        ValueError
+            If some score has fewer than two labels.
+        """
+        from cryoscout.screening.baseline import BaselineModel
+
+        fitted = BaselineModel(seed=seed).fit(inputs, labels)
+        missing = [s for s in SCORES if s not in fitted.models]
+        if missing:
+            raise ValueError(f"too few labels to fit the tree head for {', '.join(missing)}")
+        trees = {s: TreeEnsemble.from_sklearn(fitted.models[s]) for s in SCORES}
+        return cls(trees=trees, n_inputs=int(inputs.shape[1]), hand=hand)
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """``(n, 5)`` scores (not clipped) from ``(n, f)`` inputs (see :meth:`fit`)."""
+        if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
+            raise ValueError(f"the tree head reads {self.n_inputs} inputs, not {inputs.shape}")
+        return np.stack([self.trees[s].predict(inputs) for s in SCORES], axis=1)
+
+    def to_record(self) -> dict:
+        """Tensors and plain numbers for a ``weights_only`` model file."""
+        trees = {s: t.to_record() for s, t in self.trees.items()}
+        return {"kind": "trees", "n_inputs": self.n_inputs, "hand": self.hand, "trees": trees}
+
+    @classmethod
+    def from_record(cls, record: dict) -> TreeHead:
+        """Inverse of :meth:`to_record`; raises ``ValueError``/``KeyError`` on a bad record."""
+        if record.get("kind") != "trees":
+            raise ValueError(f"unknown head kind {record.get('kind')!r}")
+        hand = str(record.get("hand", "all"))
+        if hand not in HAND_FEATURES:
+            raise ValueError(f"unknown hand-made feature set {hand!r}")
+        trees = {s: TreeEnsemble.from_record(record["trees"][s]) for s in SCORES}
+        return cls(trees=trees, n_inputs=int(record["n_inputs"]), hand=hand)

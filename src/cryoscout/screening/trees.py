@@ -1,0 +1,121 @@
+"""Gradient-boosted trees as plain arrays: fitted with scikit-learn, shipped as tensors.
+
+A model file must load with ``torch.load(weights_only=True)``, which refuses
+pickled objects, so a fitted
+:class:`sklearn.ensemble.HistGradientBoostingRegressor` is exported to arrays:
+for every tree and node the split feature, the threshold (``x <= threshold``
+goes left, as in scikit-learn), the children, where a missing value goes, whether
+the node is a leaf and its value (shrinkage already applied). Trees are padded
+to the same node count; :meth:`TreeEnsemble.predict` walks all trees and
+samples at once, one level per step, in numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ARRAYS = ("feature", "threshold", "left", "right", "missing_left", "is_leaf", "value")
+
+
+@dataclass
+class TreeEnsemble:
+    """A sum of regression trees plus a constant.
+
+    Attributes
+    ----------
+    feature, threshold, left, right, missing_left, is_leaf, value
+        ``(t, m)`` per tree and node: split feature (int64), split threshold
+        (float64), left and right child (int64), missing values go left (bool),
+        leaf (bool), leaf value (float64).
+    bias
+        The constant the trees' values are added to.
+    depth
+        Longest root-to-leaf path (steps :meth:`predict` takes).
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    missing_left: np.ndarray
+    is_leaf: np.ndarray
+    value: np.ndarray
+    bias: float
+    depth: int
+
+    @classmethod
+    def from_sklearn(cls, model) -> TreeEnsemble:
+        """Export a fitted ``HistGradientBoostingRegressor`` (numeric features, one output).
+
+        Reads the fitted predictors (scikit-learn's ``_predictors`` and
+        ``_baseline_prediction``, stable since 0.21); the tests check that
+        :meth:`predict` equals ``model.predict``.
+        """
+        trees = [group[0].nodes for group in model._predictors]
+        if any(t["is_categorical"].any() for t in trees):
+            raise ValueError("categorical splits are not supported")
+        m = max(len(t) for t in trees)
+        shape = (len(trees), m)
+        out = {
+            "feature": np.zeros(shape, np.int64),
+            "threshold": np.zeros(shape, np.float64),
+            "left": np.zeros(shape, np.int64),
+            "right": np.zeros(shape, np.int64),
+            "missing_left": np.zeros(shape, bool),
+            "is_leaf": np.ones(shape, bool),  # padding: unreachable leaves
+            "value": np.zeros(shape, np.float64),
+        }
+        for i, t in enumerate(trees):
+            k = len(t)
+            out["feature"][i, :k] = t["feature_idx"]
+            out["threshold"][i, :k] = t["num_threshold"]
+            out["left"][i, :k] = t["left"]
+            out["right"][i, :k] = t["right"]
+            out["missing_left"][i, :k] = t["missing_go_to_left"].astype(bool)
+            out["is_leaf"][i, :k] = t["is_leaf"].astype(bool)
+            out["value"][i, :k] = np.where(t["is_leaf"], t["value"], 0.0)
+        depth = max(int(t["depth"].max()) for t in trees) if trees else 0
+        bias = float(np.ravel(model._baseline_prediction)[0])
+        return cls(**out, bias=bias, depth=depth)
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.feature.shape[0])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``(n,)`` predictions for ``(n, f)`` features (NaN = missing)."""
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        trees = np.arange(self.n_trees)[:, None]  # (t, 1)
+        samples = np.arange(n)[None, :]  # (1, n)
+        node = np.zeros((self.n_trees, n), np.int64)  # (t, n): every sample at every root
+        for _ in range(self.depth):
+            leaf = self.is_leaf[trees, node]
+            v = x[samples, self.feature[trees, node]]  # (t, n)
+            missing = self.missing_left[trees, node]
+            go_left = np.where(np.isnan(v), missing, v <= self.threshold[trees, node])
+            child = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            node = np.where(leaf, node, child)
+        return self.bias + self.value[trees, node].sum(axis=0)
+
+    def to_record(self) -> dict:
+        """Tensors and plain numbers for a ``weights_only`` model file."""
+        import torch
+
+        record = {n: torch.from_numpy(np.ascontiguousarray(getattr(self, n))) for n in ARRAYS}
+        return record | {"bias": float(self.bias), "depth": int(self.depth)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> TreeEnsemble:
+        """Inverse of :meth:`to_record`; raises ``ValueError`` on inconsistent arrays."""
+        arrays = {name: np.asarray(record[name].numpy()) for name in ARRAYS}
+        shapes = {a.shape for a in arrays.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError("tree arrays must all be (trees, nodes)")
+        m = next(iter(shapes))[1]
+        for name in ("left", "right"):
+            if arrays[name].size and (arrays[name].min() < 0 or arrays[name].max() >= m):
+                raise ValueError(f"tree {name} children out of range")
+        return cls(**arrays, bias=float(record["bias"]), depth=int(record["depth"]))

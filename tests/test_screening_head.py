@@ -1,0 +1,173 @@
+"""Tree head and calibration: trees as arrays equal scikit-learn, monotone maps, model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cryoscout.errors import InputError
+from cryoscout.screening.calibration import MonotoneMap
+from cryoscout.screening.head import TreeHead
+from cryoscout.screening.model import SCORES, XCryoNet
+from cryoscout.screening.predict import load_model, save_model
+from cryoscout.screening.trees import TreeEnsemble
+
+S = 32
+
+
+def test_exported_trees_predict_exactly_what_sklearn_predicts(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    y = np.where(x[:, 0] > 0, 2.0, 0.5) + np.sin(3 * x[:, 1]) + 0.1 * rng.normal(size=400)
+    x[rng.random(x.shape) < 0.05] = np.nan  # missing values take the learned side
+    model = HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=7, random_state=0)
+    with threadpool_limits(1):
+        model.fit(x, y)
+    trees = TreeEnsemble.from_sklearn(model)
+    assert trees.n_trees == model.n_iter_
+    fresh = rng.normal(size=(300, 6))
+    fresh[rng.random(fresh.shape) < 0.1] = np.nan
+    np.testing.assert_allclose(trees.predict(fresh), model.predict(fresh), rtol=0, atol=1e-10)
+    # Round trip through a weights-only file.
+    torch.save(trees.to_record(), tmp_path / "t.pt")
+    back = TreeEnsemble.from_record(torch.load(tmp_path / "t.pt", weights_only=True))
+    np.testing.assert_allclose(back.predict(fresh), model.predict(fresh), rtol=0, atol=1e-10)
+
+
+def test_tree_record_with_children_out_of_range_is_refused():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    x = np.random.default_rng(1).normal(size=(100, 2))
+    record = TreeEnsemble.from_sklearn(
+        HistGradientBoostingRegressor(max_iter=3).fit(x, x[:, 0])
+    ).to_record()
+    record["left"] = record["left"] + 1000
+    with pytest.raises(ValueError, match="out of range"):
+        TreeEnsemble.from_record(record)
+
+
+def test_monotone_map_undoes_a_compressed_scale_and_keeps_the_order():
+    rng = np.random.default_rng(2)
+    true = rng.integers(0, 5, 2000).astype(float)
+    predicted = 1.2 + 0.4 * true + 0.05 * rng.normal(size=2000)  # squeezed towards the middle
+    cal = MonotoneMap.fit(predicted, true)
+    # Squares predicted like a true 0 (and like a true 4) come back to 0 (and 4).
+    np.testing.assert_allclose(cal(1.2 + 0.4 * np.arange(5)), np.arange(5), atol=0.05)
+    grid = np.linspace(-1, 6, 200)
+    assert np.all(np.diff(cal(grid)) >= 0)
+    assert cal(grid).min() >= 0 and cal(grid).max() <= 4
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0, y_max=4, out_of_bounds="clip").fit(predicted, true)
+    np.testing.assert_allclose(cal(grid), iso.predict(grid), atol=1e-12)
+
+
+def test_monotone_map_record_must_be_monotone():
+    bad = {"x": torch.tensor([0.0, 1.0, 2.0]), "y": torch.tensor([0.0, 2.0, 1.0])}
+    with pytest.raises(ValueError, match="not monotone"):
+        MonotoneMap.from_record(bad)
+
+
+@pytest.fixture(scope="module")
+def head_model(tmp_path_factory):
+    """A tiny network with a tree head fitted on its inputs, and calibration; saved."""
+    from threadpoolctl import threadpool_limits
+
+    tmp_path = tmp_path_factory.mktemp("head")
+    torch.manual_seed(0)
+    net = XCryoNet("xcryonet", size=S, width=4)
+    plain = save_model(tmp_path / "plain.pt", net, "atlas")
+    rng = np.random.default_rng(3)
+    stack = rng.normal(size=(60, S, S)).astype(np.float32)
+    stack[:30, 8:24, 8:24] += 3.0  # a bright opening: the label the trees must learn
+    labels = np.zeros((60, len(SCORES)))
+    labels[:30] = 4.0
+    inputs = load_model(plain).predict(stack, head_inputs=True).head_inputs
+    with threadpool_limits(1):  # OpenMP threads on a busy machine cost more than they give
+        head = TreeHead.fit(inputs, labels, seed=0)
+    cal = {"overall": MonotoneMap(np.array([0.0, 4.0]), np.array([0.0, 2.0]))}
+    path = save_model(tmp_path / "head.pt", net, "atlas", head=head, calibration=cal)
+    return path, stack, head, inputs
+
+
+def test_model_with_tree_head_loads_weights_only_and_scores_through_the_head(head_model):
+    path, stack, head, inputs = head_model
+    record = torch.load(path, weights_only=True)  # no pickle needed
+    assert record["format_version"] == 2 and record["head"]["kind"] == "trees"
+    model = load_model(path)
+    assert model.head is not None and "tree head" in model.kind
+    scores = model.predict(stack).scores.to_numpy()
+    expected = np.clip(head.predict(inputs), 0, 4)
+    expected[:, -1] = expected[:, -1] / 2  # the calibration of overall: x -> x / 2
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+    # The trees learned the bright opening, which a random network does not know.
+    assert scores[:30, 0].mean() > 3 and scores[30:, 0].mean() < 1
+    # Attention maps still come from the network.
+    assert set(model.predict(stack[:2]).attention) == {"cracking", "contamination"}
+
+
+def test_broken_head_is_a_one_line_input_error(head_model, tmp_path):
+    path, *_ = head_model
+    record = torch.load(path, weights_only=True)
+    record["head"]["trees"].pop("cracking")
+    broken = tmp_path / "broken.pt"
+    torch.save(record, broken)
+    with pytest.raises(InputError, match="broken tree head"):
+        load_model(broken)
+
+
+def test_version_1_files_still_load(tmp_path):
+    torch.manual_seed(0)
+    net = XCryoNet("xcryonet", size=S, width=4)
+    path = save_model(tmp_path / "m.pt", net, "atlas")
+    record = torch.load(path, weights_only=True)
+    old = {k: v for k, v in record.items() if k not in ("head", "calibration")}
+    torch.save(dict(old, format_version=1), tmp_path / "v1.pt")
+    stack = np.random.default_rng(0).normal(size=(3, S, S)).astype(np.float32)
+    a = load_model(tmp_path / "v1.pt").predict(stack).scores
+    b = load_model(path).predict(stack).scores
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy())
+
+
+def test_fast_head_reads_only_the_cheap_hand_made_features(head_model, tmp_path):
+    from threadpoolctl import threadpool_limits
+
+    from cryoscout.screening.baseline import N_FAST, square_features
+    from cryoscout.screening.head import fast_inputs
+
+    path, stack, _, inputs = head_model
+    model = load_model(path)
+    fast_in = load_model(path.parent / "plain.pt").predict(stack, head_inputs="fast").head_inputs
+    np.testing.assert_allclose(fast_in, fast_inputs(inputs), atol=1e-6)
+    n_fast = inputs.shape[1] - len(square_features(stack[0])) + N_FAST
+    assert fast_in.shape == (len(stack), n_fast)
+    np.testing.assert_array_equal(fast_in[:, -7:], inputs[:, -7:])  # the atlas context
+    labels = np.zeros((len(stack), len(SCORES)))
+    labels[:30] = 4.0
+    with threadpool_limits(1):
+        head = TreeHead.fit(fast_in, labels, hand="fast")
+    fast = save_model(tmp_path / "fast.pt", model.net, "atlas", head=head)
+    loaded = load_model(fast)
+    assert loaded.head.hand == "fast" and loaded.head.n_inputs == n_fast
+    pred = loaded.predict(stack)
+    np.testing.assert_allclose(
+        pred.scores.to_numpy(), np.clip(head.predict(fast_in), 0, 4), atol=1e-6
+    )
+    assert pred.scores["brightness"][:30].mean() > 3
+
+
+def test_atlas_context_places_each_square_between_the_bars_and_the_brightest():
+    from cryoscout.screening.head import atlas_context
+
+    levels = np.linspace(0.0, 1.0, 21)
+    stack = np.zeros((21, S, S), np.float32)  # bars: 0
+    stack[:, 4:-4, 4:-4] = levels[:, None, None]  # openings at known levels
+    ctx = atlas_context(stack[::-1])[::-1]  # order of the stack does not matter
+    np.testing.assert_allclose(ctx[:, 2], levels)  # rank
+    top = np.percentile(levels, 95)
+    np.testing.assert_allclose(ctx[:, 0], levels / top, atol=1e-6)  # 0 at the bars
+    assert np.all(ctx[:, 4] == 0) and np.allclose(ctx[:, 5], top)
