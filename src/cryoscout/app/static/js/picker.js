@@ -44,15 +44,22 @@ function renderJobs() {
   $("#pt-job").replaceChildren(...(train ? [jobRow(train, { onCancel: cancel })] : []));
   drawLosses(train);
   const pred = latest("pick_predict");
-  $("#pp-start").disabled = !!(pred && ["queued", "running"].includes(pred.state));
+  updatePredictButton();
   $("#pp-job").replaceChildren(...(pred ? [jobRow(pred, { onCancel: cancel })] : []));
+}
+
+/** Predict needs a ready picker and no prediction already running. */
+function updatePredictButton() {
+  const pred = latest("pick_predict");
+  const running = !!(pred && ["queued", "running"].includes(pred.state));
+  $("#pp-start").disabled = running || !tomo.pickers.some((p) => p.status === "ready");
 }
 
 function renderPickers() {
   const ready = tomo.pickers.filter((p) => p.status === "ready" || p.status === undefined);
   fillSelect($("#pp-picker"), ready.slice().reverse().map((p) => [String(p.id),
     `${p.name || `picker ${p.id}`} · ${(p.classes || []).join(", ")} · ${p.n_annotations ?? "?"} particles`]));
-  $("#pp-start").disabled = $("#pp-start").disabled || !ready.length;
+  updatePredictButton();
   $("#pp-none").hidden = ready.length > 0;
   $("#pt-init").disabled = !ready.length;
 }
