@@ -8,44 +8,23 @@ The tests run in file order and share one server and one browser page.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-CHROMIUM = os.environ.get("CRYOSCOUT_CHROMIUM", "/usr/bin/chromium")
+from browser_support import api, open_page, require_browser, serve
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run installs it)",
-        allow_module_level=True,
-    )
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+require_browser()
 
 from playwright.sync_api import expect  # noqa: E402
-
-from cryoscout.app.server import create_app  # noqa: E402
 
 ATTRS = ("brightness", "squareness", "cracking", "contamination", "overall")
 # Generous: the machine running the suite may be shared and slow.
 JOB_TIMEOUT_MS = 240_000
 expect.set_options(timeout=20_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,41 +43,14 @@ def atlas_path(tmp_path_factory) -> Path:
 def server(tmp_path_factory, atlas_path):
     """The real app on 127.0.0.1:<free port>, serving a fresh project."""
     project = tmp_path_factory.mktemp("browser_project")
-    app = create_app(project, data_roots=[atlas_path.parent.parent])
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    t0 = time.monotonic()
-    while not srv.started:
-        assert time.monotonic() - t0 < 30, "the server did not start"
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{config.port}", "project": project}
-    srv.should_exit = True
-    thread.join(timeout=20)
+    with serve(project, [atlas_path.parent.parent]) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(
-            viewport={"width": 1400, "height": 900}, accept_downloads=True, base_url=server["url"]
-        )
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.errors = errors
+def page(server):
+    with open_page(server["url"]) as pg:
         yield pg
-        context.close()
-        browser.close()
-
-
-def api(page, path: str):
-    """GET a JSON endpoint through the page's own origin."""
-    r = page.request.get(path)
-    assert r.ok, f"{path}: {r.status} {r.text()}"
-    return r.json()
 
 
 def selected_square(page) -> int:

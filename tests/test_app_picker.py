@@ -275,6 +275,8 @@ def test_new_predictions_keep_decisions_at_the_same_place(client, project, predi
     assert gone_rej["id"] not in now
     assert set(now) - accepted - {moved_rej["id"]} == {max(now)}
     fresh = [now[max(now)]]
+    # A new pick never takes the id of a replaced one (a page may still hold that id).
+    assert max(now) > max(q["id"] for q in old)
     assert [(q["x"], q["y"], q["z"], q["status"]) for q in fresh] == [(1.0, 2.0, 3.0, "pending")]
     by_ann = {a["id"]: a for a in annotations(client, tid)}
     assert by_ann[keep["annotation_id"]]["pick_id"] == keep["id"]

@@ -10,32 +10,16 @@ picks with the threshold slider. The tests run in file order and share one serve
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM = os.environ.get("CRYOSCOUT_CHROMIUM", "/usr/bin/chromium")
+from browser_support import api, open_page, require_browser, serve
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(
-        f"no Chromium at {CHROMIUM} (apt-get install -y chromium; .ci/run installs it)",
-        allow_module_level=True,
-    )
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+require_browser()
 
 from playwright.sync_api import expect  # noqa: E402
-
-from cryoscout.app.server import create_app  # noqa: E402
 
 SHAPE = (40, 96, 112)  # (z, y, x): x and y differ so a swapped axis shows
 VOXEL_A = 10.0
@@ -43,12 +27,6 @@ RADIUS_A = 50.0  # 5 voxels
 JOB_TIMEOUT_MS = 400_000  # the tiny jobs take ~30 s idle; the machine may be shared
 # Long: on a shared machine the server's first evaluate imports scipy, pandas... slowly.
 expect.set_options(timeout=60_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,43 +53,18 @@ def tomogram_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tomogram_path):
     project = tmp_path_factory.mktemp("tomo_browser_project")
-    app = create_app(project, data_roots=[tomogram_path.parent.parent])
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    t0 = time.monotonic()
-    while not srv.started:
-        assert time.monotonic() - t0 < 30, "the server did not start"
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{config.port}", "project": project}
-    srv.should_exit = True
-    thread.join(timeout=20)
+    with serve(project, [tomogram_path.parent.parent]) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(
-            viewport={"width": 1400, "height": 900}, accept_downloads=True, base_url=server["url"]
-        )
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        slices: list[str] = []
-        pg.on("request", lambda r: slices.append(r.url) if "/slice.png" in r.url else None)
-        pg.errors = errors
-        pg.slices = slices
+    def watch_slices(pg) -> None:
+        pg.slices = []
+        pg.on("request", lambda r: pg.slices.append(r.url) if "/slice.png" in r.url else None)
+
+    with open_page(server["url"], on_page=watch_slices) as pg:
         yield pg
-        context.close()
-        browser.close()
-
-
-def api(page, path: str):
-    r = page.request.get(path)
-    assert r.ok, f"{path}: {r.status} {r.text()}"
-    return r.json()
 
 
 def requested(page, axis: str = "z") -> list[int]:

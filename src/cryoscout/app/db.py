@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS pickers (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, path TEXT, job_id INTEGER, created TEXT,
     classes TEXT, n_annotations INTEGER, params TEXT, metrics TEXT);
 CREATE TABLE IF NOT EXISTS picks (
-    id INTEGER PRIMARY KEY, picker_id INTEGER NOT NULL, tomogram_id INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, picker_id INTEGER NOT NULL, tomogram_id INTEGER NOT NULL,
     class_id INTEGER NOT NULL, x REAL NOT NULL, y REAL NOT NULL, z REAL NOT NULL,
     score REAL, status TEXT NOT NULL DEFAULT 'pending', annotation_id INTEGER);
 CREATE INDEX IF NOT EXISTS picks_tomogram ON picks (tomogram_id, picker_id);
