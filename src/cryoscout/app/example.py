@@ -61,6 +61,7 @@ TOMO_SHAPE = (80, 160, 160)
 TOMO_VOXEL_A = 20.0
 TOMO_PARTICLES = 70
 TOMO_SHAPES = ("sphere", "ring")
+TOMO_SNR = 0.3
 
 
 def example_tomograms(data_dir: str | os.PathLike, n: int = len(TOMOGRAMS)) -> list[Path]:
@@ -96,6 +97,9 @@ def example_tomograms(data_dir: str | os.PathLike, n: int = len(TOMOGRAMS)) -> l
                 voxel_size_A=TOMO_VOXEL_A,
                 n_particles=TOMO_PARTICLES,
                 shapes=TOMO_SHAPES,
+                # Clearer than the simulator's default SNR 0.1, so that a newcomer sees
+                # particles to click (best with the viewer's low-pass at 1).
+                snr=TOMO_SNR,
             )
             write_simulated_tomogram(simulate_tomogram(config, seed=seed), folder)
             particles = pd.read_csv(folder / "particles.csv")

@@ -27,7 +27,9 @@ def app(
         None, help="Token every request must carry (generated for a non-loopback host)."
     ),
     data: list[Path] = typer.Option(
-        [], "--data", help="Folder atlases may be added from (repeatable; default: current folder)."
+        [],
+        "--data",
+        help="Folder atlases and tomograms may come from (repeatable; default: current folder).",
     ),
 ) -> None:
     """Start the cryoscout app for a project and print its URL.
