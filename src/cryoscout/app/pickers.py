@@ -254,6 +254,17 @@ def request_training(project: Project, body: dict[str, Any]) -> tuple[dict, dict
     return project.job(job_id), picker(project, pid)
 
 
+def resume_training(project: Project, params: dict) -> dict:
+    """Queue a ``pick_train`` job continuing an interrupted one (``params`` has ``resume``).
+
+    The picker's status follows its newest training job, so it reads ``training`` again.
+    """
+    with db.transaction(project.conn) as tx:
+        job_id = project._create_job(tx, "pick_train", params)
+        tx.execute("UPDATE pickers SET job_id = ? WHERE id = ?", (job_id, params["picker_id"]))
+    return project.job(job_id)
+
+
 def request_prediction(
     project: Project, picker_id: int, tomogram_ids: Sequence[int] | None
 ) -> dict[str, Any]:

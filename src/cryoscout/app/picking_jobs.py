@@ -122,7 +122,8 @@ def run_pick_train(project: Project, job: dict, report: Reporter) -> dict:
         )
 
     report(0.05, f"training on {n} annotations ({', '.join(names)})", force=True)
-    with resumable_run_folder(run_dir):
+    resume = project.path / p["resume"] if p.get("resume") else None
+    with resumable_run_folder(run_dir, resume=resume is not None):
         result = train_picker(
             volumes,
             tables,
@@ -134,6 +135,7 @@ def run_pick_train(project: Project, job: dict, report: Reporter) -> dict:
             voxel_size_A=p.get("voxel_size_A"),
             on_epoch=on_epoch,
             init=init,
+            resume=resume,
             inputs={"app_picker": picker_id, "tomogram_ids": used, "init_picker": p.get("init")},
         )
     metrics = {

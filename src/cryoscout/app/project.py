@@ -786,7 +786,7 @@ def _job_dict(r: sqlite3.Row, project: Project) -> dict:
         d[k] = db.loads(d[k])
     d["losses"] = d["losses"] or []
     d["resumable"] = (
-        d["kind"] == "train"
+        d["kind"] in ("train", "pick_train")
         and d["state"] in ("interrupted", "cancelled", "failed")
         and (
             project.path / (d["params"] or {}).get("run_dir", "-") / "checkpoints" / "last.ckpt"

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from cryoscout.app import picker_routes
+from cryoscout.app import picker_routes, pickers
 from cryoscout.app.jobs import JobRunner
 from cryoscout.app.project import Conflict, NotFound, Project
 from cryoscout.app.tomogram_routes import router as tomogram_router
@@ -327,7 +327,10 @@ def create_app(
         if not job["resumable"]:
             raise Conflict(f"job {job_id} cannot be resumed (no checkpoint, or not training)")
         params = dict(job["params"], resume=f"{job['params']['run_dir']}/checkpoints/last.ckpt")
-        new = p.create_job("train", params)
+        if job["kind"] == "pick_train":
+            new = pickers.resume_training(p, params)
+        else:
+            new = p.create_job("train", params)
         runner.wake()
         return new
 

@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { emit, state } from "./state.js";
-import { $, fmtEta, h, progressBar } from "./ui.js";
+import { $, fmtEta, h, progressBar, toast } from "./ui.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const KIND = { screen: "Screening", train: "Training", rescore: "Rescoring", pick_train: "Picker training", pick_predict: "Picking" };
@@ -73,4 +73,24 @@ export function jobRow(job, { onCancel, onResume } = {}) {
       onResume && job.resumable && ["interrupted", "cancelled"].includes(job.state)
         ? h("button", { type: "button", style: { marginLeft: "8px" }, onclick: () => onResume(job) }, "Resume") : null),
     job.message && job.message !== job.state ? h("span", { class: "msg" }, job.message) : null);
+}
+
+/** Stop a job (its worker process is stopped); errors show as a toast. */
+export async function cancelJob(job) {
+  try {
+    await api(`/api/jobs/${job.id}/cancel`, { method: "POST" });
+    pollSoon();
+  } catch (err) {
+    toast(err.message, true);
+  }
+}
+
+/** Continue an interrupted or cancelled training job from its checkpoint. */
+export async function resumeJob(job) {
+  try {
+    await api(`/api/jobs/${job.id}/resume`, { method: "POST" });
+    pollSoon();
+  } catch (err) {
+    toast(err.message, true);
+  }
 }

@@ -1,24 +1,15 @@
 // Training the picker on the project's annotations and predicting on tomograms: background
 // jobs (the code of `cryoscout pick train` / `pick predict`) shown with the page's job rows
-// (progress, estimate, cancel) and the training loss by epoch.
+// (progress, estimate, cancel, resume after an interruption) and the training loss by epoch.
 
 import { api } from "./api.js";
-import { jobRow, pollSoon } from "./jobs.js";
+import { cancelJob, jobRow, pollSoon, resumeJob } from "./jobs.js";
 import { on, state } from "./state.js";
 import { loadPickers, loadPicks, loadTomograms, tomo } from "./tomostate.js";
 import { chart, metricKeys } from "./train.js";
 import { $, fillSelect, h, toast } from "./ui.js";
 
 const latest = (kind) => state.jobs.find((j) => j.kind === kind) || null;
-
-async function cancel(job) {
-  try {
-    await api(`/api/jobs/${job.id}/cancel`, { method: "POST" });
-    pollSoon();
-  } catch (err) {
-    toast(err.message, true);
-  }
-}
 
 function drawLosses(job) {
   const c = $("#pt-loss");
@@ -41,11 +32,11 @@ function renderJobs() {
   const train = latest("pick_train");
   const running = train && ["queued", "running"].includes(train.state);
   $("#pt-start").disabled = !!running;
-  $("#pt-job").replaceChildren(...(train ? [jobRow(train, { onCancel: cancel })] : []));
+  $("#pt-job").replaceChildren(...(train ? [jobRow(train, { onCancel: cancelJob, onResume: resumeJob })] : []));
   drawLosses(train);
   const pred = latest("pick_predict");
   updatePredictButton();
-  $("#pp-job").replaceChildren(...(pred ? [jobRow(pred, { onCancel: cancel })] : []));
+  $("#pp-job").replaceChildren(...(pred ? [jobRow(pred, { onCancel: cancelJob })] : []));
 }
 
 /** Predict needs a ready picker and no prediction already running. */

@@ -2,7 +2,7 @@
 // losses, cancel or resume it; the model versions with held-out error before and after.
 
 import { api } from "./api.js";
-import { jobRow, pollSoon } from "./jobs.js";
+import { cancelJob, jobRow, pollSoon, resumeJob } from "./jobs.js";
 import { ATTRS, attrLabel, fmt } from "./scores.js";
 import { loadModels, loadProject, on, state } from "./state.js";
 import { $, fmtTime, h, toast } from "./ui.js";
@@ -184,26 +184,8 @@ function renderJob() {
         h("b", { class: after <= before ? "err-better" : "err-worse" }, fmt(after, 2)), " after (mean |error| on 0-4)."));
     }
   }
-  box.replaceChildren(jobRow(job, { onCancel: cancel, onResume: resume }), ...extra);
+  box.replaceChildren(jobRow(job, { onCancel: cancelJob, onResume: resumeJob }), ...extra);
   drawLosses(job);
-}
-
-async function cancel(job) {
-  try {
-    await api(`/api/jobs/${job.id}/cancel`, { method: "POST" });
-    pollSoon();
-  } catch (err) {
-    toast(err.message, true);
-  }
-}
-
-async function resume(job) {
-  try {
-    await api(`/api/jobs/${job.id}/resume`, { method: "POST" });
-    pollSoon();
-  } catch (err) {
-    toast(err.message, true);
-  }
 }
 
 function renderLabelCount() {
@@ -233,7 +215,7 @@ export function initTrain() {
   });
   $("#train-cancel").addEventListener("click", () => {
     const job = latestTrainJob();
-    if (job) cancel(job);
+    if (job) cancelJob(job);
   });
   on("jobs", renderJob);
   on("models", () => { renderModels(); renderLabelCount(); });
