@@ -6,7 +6,7 @@ import { setNavigator } from "./detail.js";
 import { isLabeled, labelState } from "./labels.js";
 import { ATTRS, attrLabel, colorFor, fmt, legendRange, rampCss, setUncertaintyMax } from "./scores.js";
 import { loadSquares, on, readyAtlases, select, state } from "./state.js";
-import { $, fillSelect, h, toast } from "./ui.js";
+import { $, fillSelect, fitView, h, toast, zoomView } from "./ui.js";
 
 const view = {
   atlasId: null,
@@ -33,20 +33,12 @@ function fit() {
   const c = canvas();
   if (!view.meta) return;
   const { width, height } = view.meta.overview;
-  const cw = c.clientWidth;
-  const ch = c.clientHeight;
-  view.zoom = Math.min(cw / width, ch / height) * 0.97;
-  view.ox = (cw - width * view.zoom) / 2;
-  view.oy = (ch - height * view.zoom) / 2;
+  fitView(view, c.clientWidth, c.clientHeight, width, height);
   draw();
 }
 
 function zoomAt(factor, sx, sy) {
-  const z = Math.min(40, Math.max(0.05, view.zoom * factor));
-  const f = z / view.zoom;
-  view.ox = sx - (sx - view.ox) * f;
-  view.oy = sy - (sy - view.oy) * f;
-  view.zoom = z;
+  zoomView(view, factor, sx, sy, 40);
   draw();
 }
 

@@ -7,7 +7,7 @@ import { cancelJob, jobRow, pollSoon, resumeJob } from "./jobs.js";
 import { on, state } from "./state.js";
 import { loadPickers, loadPicks, loadTomograms, tomo } from "./tomostate.js";
 import { chart, metricKeys } from "./train.js";
-import { $, fillSelect, h, toast } from "./ui.js";
+import { $, canvasContext, fillSelect, h, toast } from "./ui.js";
 
 const latest = (kind) => state.jobs.find((j) => j.kind === kind) || null;
 
@@ -16,14 +16,7 @@ function drawLosses(job) {
   const losses = (job && job.losses) || [];
   c.hidden = !losses.length;
   if (!losses.length) return;
-  const dpr = window.devicePixelRatio || 1;
-  const w = c.clientWidth || 340;
-  const ht = c.clientHeight || 170;
-  c.width = w * dpr;
-  c.height = ht * dpr;
-  const ctx = c.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, ht);
+  const { ctx, w, h: ht } = canvasContext(c, 340, 170);
   const keys = metricKeys(losses).filter((k) => k !== "lr"); // the learning rate is not a loss
   chart(ctx, { x0: 0, y0: 0, w, h: ht }, "Training loss by epoch", losses, keys);
 }

@@ -8,7 +8,7 @@ import { url } from "./api.js";
 import { addAnnotation, deleteAnnotation, updateAnnotation } from "./annotate.js";
 import { emit, on } from "./state.js";
 import { classByName, openTomogram, radiusVox, select, selected, tomo } from "./tomostate.js";
-import { $, toast } from "./ui.js";
+import { $, fitView, toast, zoomView } from "./ui.js";
 
 // Image columns and rows of each view (contract: axis=z rows y, columns x; y: z, x; x: z, y).
 const PLANE = { z: ["x", "y"], y: ["x", "z"], x: ["y", "z"] };
@@ -172,18 +172,12 @@ export function fit() {
   const d = dims();
   const c = canvas();
   if (!d || !c.clientWidth) return;
-  view.zoom = Math.min(c.clientWidth / d.W, c.clientHeight / d.H) * 0.97;
-  view.ox = (c.clientWidth - d.W * view.zoom) / 2;
-  view.oy = (c.clientHeight - d.H * view.zoom) / 2;
+  fitView(view, c.clientWidth, c.clientHeight, d.W, d.H);
   draw();
 }
 
 function zoomAt(factor, sx, sy) {
-  const z = Math.min(64, Math.max(0.05, view.zoom * factor));
-  const f = z / view.zoom;
-  view.ox = sx - (sx - view.ox) * f;
-  view.oy = sy - (sy - view.oy) * f;
-  view.zoom = z;
+  zoomView(view, factor, sx, sy, 64);
   draw();
 }
 

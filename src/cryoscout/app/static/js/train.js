@@ -5,7 +5,7 @@ import { api } from "./api.js";
 import { cancelJob, jobRow, pollSoon, resumeJob } from "./jobs.js";
 import { ATTRS, attrLabel, fmt } from "./scores.js";
 import { loadModels, loadProject, on, state } from "./state.js";
-import { $, fmtTime, h, toast } from "./ui.js";
+import { $, canvasContext, fmtTime, h, toast } from "./ui.js";
 
 function latestTrainJob() {
   return state.jobs.find((j) => j.kind === "train") || null;
@@ -147,14 +147,7 @@ function drawLosses(job) {
   const losses = (job && job.losses) || [];
   c.hidden = losses.length === 0;
   if (!losses.length) return;
-  const dpr = window.devicePixelRatio || 1;
-  const w = c.clientWidth || 640;
-  const ht = c.clientHeight || 220;
-  c.width = w * dpr;
-  c.height = ht * dpr;
-  const ctx = c.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, ht);
+  const { ctx, w, h: ht } = canvasContext(c, 640, 220);
   const keys = metricKeys(losses);
   const train = keys.filter((k) => !k.startsWith("val"));
   const val = keys.filter((k) => k.startsWith("val"));

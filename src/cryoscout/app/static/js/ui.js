@@ -66,3 +66,33 @@ export function isTyping(e) {
   return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)
     && !(t.type === "checkbox");
 }
+
+/** Centre a W x H image in a cw x ch canvas at 97 % of the tighter side (view: zoom, ox, oy). */
+export function fitView(view, cw, ch, W, H) {
+  view.zoom = Math.min(cw / W, ch / H) * 0.97;
+  view.ox = (cw - W * view.zoom) / 2;
+  view.oy = (ch - H * view.zoom) / 2;
+}
+
+/** Zoom a view by `factor` around screen point (sx, sy), within 0.05-maxZoom. */
+export function zoomView(view, factor, sx, sy, maxZoom) {
+  const z = Math.min(maxZoom, Math.max(0.05, view.zoom * factor));
+  const f = z / view.zoom;
+  view.ox = sx - (sx - view.ox) * f;
+  view.oy = sy - (sy - view.oy) * f;
+  view.zoom = z;
+}
+
+/** A canvas's 2D context at the screen's pixel ratio, cleared; its size in CSS px. */
+export function canvasContext(c, width, height) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = c.clientWidth || width;
+  const ht = c.clientHeight || height;
+  c.width = w * dpr;
+  c.height = ht * dpr;
+  const ctx = c.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, w, ht);
+  return { ctx, w, h: ht };
+}
+
