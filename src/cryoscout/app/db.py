@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS particle_classes (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, colour TEXT NOT NULL,
     radius_A REAL, radius_vox REAL, template TEXT, created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS annotations (
-    id INTEGER PRIMARY KEY, tomogram_id INTEGER NOT NULL, class_id INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tomogram_id INTEGER NOT NULL, class_id INTEGER NOT NULL,
     x REAL NOT NULL, y REAL NOT NULL, z REAL NOT NULL, source TEXT, pick_id INTEGER,
     labeler TEXT NOT NULL, time TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS annotations_tomogram ON annotations (tomogram_id);

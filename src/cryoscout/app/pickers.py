@@ -172,12 +172,7 @@ def request_training(project: Project, body: dict[str, Any]) -> tuple[dict, dict
     ids = body.get("tomograms")
     if ids is None:
         ids = [r[0] for r in c.execute("SELECT DISTINCT tomogram_id FROM annotations ORDER BY 1")]
-    tomos = []
-    for i in ids:
-        try:
-            tomos.append(tomogram(project, i))
-        except NotFound:
-            raise ValueError(f"no tomogram {i}") from None
+    tomos = _tomogram_rows(project, ids)
     names = body.get("classes")
     if names is None:
         marks = ", ".join("?" * len(ids))
@@ -285,12 +280,7 @@ def request_prediction(
         tomogram_ids = [r[0] for r in project.conn.execute("SELECT id FROM tomograms ORDER BY id")]
     if not tomogram_ids:
         raise ValueError("no tomogram to pick: add one first")
-    rows = []
-    for i in tomogram_ids:
-        try:
-            rows.append(tomogram(project, i))
-        except NotFound:
-            raise ValueError(f"no tomogram {i}") from None
+    rows = _tomogram_rows(project, tomogram_ids)
     trained = p["params"].get("voxel_size_A")
     for t in rows:
         v = _voxel_size(t)
@@ -575,3 +565,14 @@ def _scores(row) -> dict[str, Any]:
         "fp": fp,
         "fn": fn,
     }
+
+
+def _tomogram_rows(project: Project, ids: Sequence[int]) -> list[sqlite3.Row]:
+    """The rows of tomograms ``ids``; an unknown id is a bad request (ValueError)."""
+    rows = []
+    for i in ids:
+        try:
+            rows.append(tomogram(project, i))
+        except NotFound:
+            raise ValueError(f"no tomogram {i}") from None
+    return rows

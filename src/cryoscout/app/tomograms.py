@@ -533,13 +533,13 @@ class TomogramStore:
         t = self.record(tomogram_id)
         cls = self.class_by_name(class_name)
         _check_inside(t, xyz)
-        ann_id = _next_annotation_id(c)
         now = db.now()
-        c.execute(
-            "INSERT INTO annotations (id, tomogram_id, class_id, x, y, z, source, pick_id, "
-            "labeler, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (ann_id, t["id"], cls["id"], *map(float, xyz), source, pick_id, labeler, now),
-        )
+        # AUTOINCREMENT: an id is never used twice, so the event log never mixes two particles.
+        ann_id = c.execute(
+            "INSERT INTO annotations (tomogram_id, class_id, x, y, z, source, pick_id, "
+            "labeler, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (t["id"], cls["id"], *map(float, xyz), source, pick_id, labeler, now),
+        ).lastrowid
         _event(c, ann_id, t["id"], "add", cls["id"], xyz, None, labeler, now)
         return ann_id
 
@@ -736,13 +736,6 @@ def _check_inside(t: sqlite3.Row, xyz) -> None:
                 f"({x:g}, {y:g}, {z:g}) is outside the {t['nx']}x{t['ny']}x{t['nz']} volume "
                 f"of tomogram {t['id']} ({axis})"
             )
-
-
-def _next_annotation_id(c: sqlite3.Connection) -> int:
-    """A fresh id never used before, so the event log never mixes two annotations."""
-    a = c.execute("SELECT MAX(id) FROM annotations").fetchone()[0] or 0
-    e = c.execute("SELECT MAX(annotation_id) FROM annotation_events").fetchone()[0] or 0
-    return max(a, e) + 1
 
 
 def _state(ann: dict) -> str:

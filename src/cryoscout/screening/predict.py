@@ -215,15 +215,16 @@ class ScoringModel:
         scores, maps, feats, inputs = [], {n: [] for n in ATTENTION_ATTRIBUTES}, [], []
         want_maps = attention and self.variant == "xcryonet"
         want_inputs = head_inputs or self.head is not None
+        if self.head is not None:
+            hand = self.head.hand
+        else:
+            hand = head_inputs if isinstance(head_inputs, str) else "all"
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
                 batch = torch.from_numpy(x[start : start + batch_size])[:, None]  # (b, 1, s, s)
                 out = self.net(batch, reconstruct="none")
                 scores.append(out.scores.clamp(0, 4).numpy())
                 if want_inputs:
-                    hand = self.head.hand if self.head is not None else "all"
-                    if isinstance(head_inputs, str) and self.head is None:
-                        hand = head_inputs
                     inputs.append(compute_head_inputs(out, x[start : start + batch_size], hand))
                 if features:
                     feats.append(out.primary_features.mean(dim=(2, 3)).numpy())
