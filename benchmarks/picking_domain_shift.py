@@ -299,7 +299,6 @@ def evaluate(args) -> None:
 
     from cryoscout.io.atomic import write_text
     from cryoscout.picking.evaluate import evaluate_picks
-    from cryoscout.picking.infer import predict_tomogram
     from cryoscout.picking.mpnms import mp_nms
     from cryoscout.picking.weights import load_model
 
@@ -318,14 +317,7 @@ def evaluate(args) -> None:
         radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
 
         def segment(sim, model=model, info=info):
-            return predict_tomogram(
-                model,
-                sim["tomogram"],
-                tile=args.tile,
-                margin=args.margin,
-                normalization=info.normalization,
-                progress=False,
-            ).labels
+            return segment_tomogram(model, info, sim, args)
 
         val = load_sim(args.out, home, _seeds(home, "val")[0])
         val_labels = segment(val)
@@ -408,13 +400,26 @@ def evaluate(args) -> None:
         write_text(REPO / "benchmarks" / "results" / "picking_domain_shift.md", _markdown(summary))
 
 
+def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
+    """The network's label map of a simulated tomogram, tiled as the options say."""
+    from cryoscout.picking.infer import predict_tomogram
+
+    return predict_tomogram(
+        model,
+        sim["tomogram"],
+        tile=args.tile,
+        margin=args.margin,
+        normalization=info.normalization,
+        progress=False,
+    ).labels
+
+
 def ablate(args) -> None:
     """F1 of each model on domain A with one factor of domain B added (one test seed)."""
     import torch
 
     from cryoscout.io.atomic import write_text
     from cryoscout.picking.evaluate import evaluate_picks
-    from cryoscout.picking.infer import predict_tomogram
     from cryoscout.picking.mpnms import mp_nms
     from cryoscout.picking.weights import load_model
 
@@ -432,14 +437,7 @@ def ablate(args) -> None:
         sim = load_sim(args.out, factor, seed)
         for name, (model, info, thr) in models.items():
             radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
-            labels = predict_tomogram(
-                model,
-                sim["tomogram"],
-                tile=args.tile,
-                margin=args.margin,
-                normalization=info.normalization,
-                progress=False,
-            ).labels
+            labels = segment_tomogram(model, info, sim, args)
             ev = evaluate_picks(
                 mp_nms(labels, radii, threshold=thr, classes=classes), sim["particles"], radii
             )
