@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from browser_support import api, open_page, require_browser, serve
+from copick_support import copick_project
 
 require_browser()
 
@@ -328,8 +329,6 @@ def test_train_a_tiny_picker_predict_and_review_with_the_threshold(page, server)
 
 def test_copick_project_adds_its_runs_and_takes_the_particles(page, server, tomogram_path):
     copick = pytest.importorskip("copick")
-    from test_app_tomograms import copick_project  # the same small project the API tests use
-
     config = copick_project(tomogram_path.parent.parent / "copick", runs=("TS_1", "TS_2"))
     page.goto(server["url"] + "/#/tomograms/1")
     page.fill("#add-tomo-path", str(config))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from copick_support import copick_project
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -291,29 +292,6 @@ def test_a_relion4_star_of_several_tomograms_imports_this_tomograms_rows(client,
     assert client.post(url, json=body | {"binning": 4}).json() == {"added": 2}
     new = [a for a in client.get("/api/tomograms/1/annotations").json() if a["id"] not in before]
     assert [(a["x"], a["y"], a["z"]) for a in new] == [(10.0, 5.0, 3.0), (1.0, 1.0, 1.0)]
-
-
-def copick_project(root: Path, objects=("ribosome",), runs=("TS_1", "TS_2")) -> Path:
-    """A copick project on disk with a random 12 x 24 x 28 tomogram per run."""
-    copick = pytest.importorskip("copick")
-    config = {
-        "name": "tiny", "description": "", "version": "1.0.0", "config_type": "filesystem",
-        "overlay_root": f"local://{root / 'overlay'}", "overlay_fs_args": {"auto_mkdir": True},
-        "pickable_objects": [
-            {"name": name, "is_particle": True, "label": i + 1, "radius": 120,
-             "color": [0, 255, 0, 255]}
-            for i, name in enumerate(objects)
-        ],
-    }  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "copick.json"
-    path.write_text(json.dumps(config))
-    project = copick.from_file(str(path))
-    rng = np.random.default_rng(2)
-    for run_name in runs:
-        vs = project.new_run(run_name).new_voxel_spacing(VOXEL_A)
-        vs.new_tomogram("denoised").from_numpy(rng.normal(size=(12, 24, 28)).astype(np.float32))
-    return path
 
 
 def test_a_copick_project_adds_every_run_and_its_slices_read(tmp_path):

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from copick_support import new_copick_project
 from cryoscout.picking.evaluate import czii_score, evaluate_picks
 
 
@@ -260,24 +261,9 @@ def test_cli_reads_relion4_picks_of_a_binned_tomogram(tmp_path, run_cli):
 def _copick_project(tmp_path):
     import numpy as np
 
-    copick = pytest.importorskip("copick")
-    config = {
-        "name": "czii-like",
-        "description": "",
-        "version": "1.0.0",
-        "config_type": "filesystem",
-        "overlay_root": f"local://{tmp_path / 'overlay'}",
-        "overlay_fs_args": {"auto_mkdir": True},
-        "pickable_objects": [
-            {"name": name, "is_particle": radius > 0, "label": label, "radius": radius,
-             "color": [0, 255, 0, 255]}
-            for name, label, radius in (("ribosome", 1, 150), ("thyroglobulin", 2, 130),
-                                        ("membrane", 3, 0))
-        ],
-    }  # fmt: skip
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    root = copick.from_file(str(path))
+    path, root = new_copick_project(
+        tmp_path, [("ribosome", 150), ("thyroglobulin", 130), ("membrane", 0)]
+    )
     # Å. TS_1: ribosome found (pick 75 Å away = half of 150, inclusive); thyroglobulin
     # missed (70 Å > 65). TS_2: ribosome missed, one extra ribosome pick far away.
     points = {

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from copick_support import new_copick_project
 from cryoscout.errors import InputError
 from cryoscout.io.mrc import write_mrc
 from cryoscout.picking import batch
@@ -162,17 +163,7 @@ def _star(path):
 def test_a_copick_project_is_picked_run_by_run_and_its_picks_stored(setup, tmp_path, run_cli):
     copick = pytest.importorskip("copick")
     root, _ = setup
-    config = {
-        "name": "tiny", "description": "", "version": "1.0.0", "config_type": "filesystem",
-        "overlay_root": f"local://{tmp_path / 'overlay'}", "overlay_fs_args": {"auto_mkdir": True},
-        "pickable_objects": [
-            {"name": "ribo", "is_particle": True, "label": 1, "radius": 40,
-             "color": [0, 255, 0, 255]},
-        ],
-    }  # fmt: skip
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    project = copick.from_file(str(path))
+    path, project = new_copick_project(tmp_path, [("ribo", 40)])
     rng = np.random.default_rng(1)
     for run_name in ("TS_1", "TS_2"):
         vs = project.new_run(run_name).new_voxel_spacing(10.0)
