@@ -6,7 +6,7 @@ import { setNavigator } from "./detail.js";
 import { isLabeled, labelState } from "./labels.js";
 import { ATTRS, attrLabel, colorFor, fmt, legendRange, rampCss, setUncertaintyMax } from "./scores.js";
 import { loadSquares, on, readyAtlases, select, state } from "./state.js";
-import { $, fillSelect, fitView, h, toast, zoomView } from "./ui.js";
+import { $, canvasContext, fillSelect, fitView, h, oncePerFrame, toast, zoomView } from "./ui.js";
 
 const view = {
   atlasId: null,
@@ -42,29 +42,11 @@ function zoomAt(factor, sx, sy) {
   draw();
 }
 
-let queued = false;
-function draw() {
-  if (queued) return;
-  queued = true;
-  requestAnimationFrame(() => {
-    queued = false;
-    drawNow();
-  });
-}
+const draw = oncePerFrame(drawNow);
 
 function drawNow() {
   const c = canvas();
-  const dpr = window.devicePixelRatio || 1;
-  const w = c.clientWidth;
-  const hgt = c.clientHeight;
-  if (c.width !== Math.round(w * dpr) || c.height !== Math.round(hgt * dpr)) {
-    c.width = Math.round(w * dpr);
-    c.height = Math.round(hgt * dpr);
-  }
-  const ctx = c.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = "#15181e";
-  ctx.fillRect(0, 0, w, hgt);
+  const { ctx, w, h: hgt } = canvasContext(c, 0, 0, "#15181e");
   if (!view.meta || !view.img) return;
   ctx.imageSmoothingEnabled = view.zoom < 2;
   ctx.drawImage(view.img, view.ox, view.oy, view.meta.overview.width * view.zoom,

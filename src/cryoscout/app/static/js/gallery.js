@@ -7,7 +7,7 @@ import { isLabeled } from "./labels.js";
 import { ATTRS, attrLabel, colorFor, fmt, setUncertaintyMax } from "./scores.js";
 import { styleTile } from "./sprite.js";
 import { atlasById, loadSquares, on, readyAtlases, select, state } from "./state.js";
-import { $, fillSelect, h, toast } from "./ui.js";
+import { $, fillSelect, h, oncePerFrame, toast } from "./ui.js";
 
 const CELL_W = 116;
 const CELL_H = 140;
@@ -82,15 +82,7 @@ function layout() {
   draw();
 }
 
-let drawQueued = false;
-function draw() {
-  if (drawQueued) return;
-  drawQueued = true;
-  requestAnimationFrame(() => {
-    drawQueued = false;
-    drawNow();
-  });
-}
+const draw = oncePerFrame(drawNow);
 
 function drawNow() {
   const g = $("#gallery");

@@ -8,7 +8,7 @@ import { url } from "./api.js";
 import { addAnnotation, deleteAnnotation, updateAnnotation } from "./annotate.js";
 import { emit, on } from "./state.js";
 import { classByName, openTomogram, radiusVox, select, selected, tomo } from "./tomostate.js";
-import { $, fitView, toast, zoomView } from "./ui.js";
+import { $, canvasContext, fitView, oncePerFrame, toast, zoomView } from "./ui.js";
 
 // Image columns and rows of each view (contract: axis=z rows y, columns x; y: z, x; x: z, y).
 const PLANE = { z: ["x", "y"], y: ["x", "z"], x: ["y", "z"] };
@@ -211,31 +211,13 @@ function onSection() {
   return out;
 }
 
-let queued = false;
-export function draw() {
-  if (queued) return;
-  queued = true;
-  requestAnimationFrame(() => {
-    queued = false;
-    drawNow();
-  });
-}
+export const draw = oncePerFrame(drawNow);
 
 function drawNow() {
   const c = canvas();
   const wrap = $("#slice-wrap");
-  const dpr = window.devicePixelRatio || 1;
-  const w = c.clientWidth;
-  const ht = c.clientHeight;
-  if (!w) return;
-  if (c.width !== Math.round(w * dpr) || c.height !== Math.round(ht * dpr)) {
-    c.width = Math.round(w * dpr);
-    c.height = Math.round(ht * dpr);
-  }
-  const ctx = c.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.fillStyle = "#15181e";
-  ctx.fillRect(0, 0, w, ht);
+  if (!c.clientWidth) return;
+  const { ctx, w, h: ht } = canvasContext(c, 0, 0, "#15181e");
   const d = dims();
   if (!d) return;
   if (view.img) {

@@ -83,16 +83,39 @@ export function zoomView(view, factor, sx, sy, maxZoom) {
   view.zoom = z;
 }
 
-/** A canvas's 2D context at the screen's pixel ratio, cleared; its size in CSS px. */
-export function canvasContext(c, width, height) {
+/**
+ * A canvas's 2D context at the screen's pixel ratio (resized only when its CSS size changed),
+ * cleared or filled with `background`; its size in CSS px (width/height when not laid out).
+ */
+export function canvasContext(c, width, height, background = null) {
   const dpr = window.devicePixelRatio || 1;
   const w = c.clientWidth || width;
   const ht = c.clientHeight || height;
-  c.width = w * dpr;
-  c.height = ht * dpr;
+  if (c.width !== Math.round(w * dpr) || c.height !== Math.round(ht * dpr)) {
+    c.width = Math.round(w * dpr);
+    c.height = Math.round(ht * dpr);
+  }
   const ctx = c.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, ht);
+  if (background) {
+    ctx.fillStyle = background;
+    ctx.fillRect(0, 0, w, ht);
+  } else {
+    ctx.clearRect(0, 0, w, ht);
+  }
   return { ctx, w, h: ht };
+}
+
+/** `fn` wrapped so that however often it is asked for, it runs once per animation frame. */
+export function oncePerFrame(fn) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => {
+      queued = false;
+      fn();
+    });
+  };
 }
 
