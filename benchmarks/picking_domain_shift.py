@@ -414,6 +414,36 @@ def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
     ).labels
 
 
+def cached_probabilities(out: Path, name: str, domain: str, seed: int, args) -> np.ndarray:
+    """Per-class probabilities ``(classes, z, y, x)`` of model ``name`` on one tomogram.
+
+    Segmentation is deterministic, so it is computed once and kept (float16) under
+    ``out/seg/<model>/``; post-processing variants then cost seconds each.
+    """
+    from cryoscout.io.atomic import atomic_path
+    from cryoscout.picking.infer import predict_tomogram
+    from cryoscout.picking.weights import load_model
+
+    path = out / "seg" / name / (_sim_path(out, domain, seed).stem + ".npy")
+    if path.is_file():
+        return np.load(path).astype(np.float32)
+    model, info = load_model(out / "models" / name / "model.pt")
+    sim = load_sim(out, domain, seed)
+    prob = predict_tomogram(
+        model,
+        sim["tomogram"],
+        tile=args.tile,
+        margin=args.margin,
+        normalization=info.normalization,
+        with_probabilities=True,
+        progress=False,
+    ).probabilities
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, prob.astype(np.float16))
+    return prob
+
+
 def ablate(args) -> None:
     """F1 of each model on domain A with one factor of domain B added (one test seed)."""
     import torch
@@ -446,6 +476,146 @@ def ablate(args) -> None:
             }
         print(factor, json.dumps(table[factor]), flush=True)
         write_text(args.out / "ablation.json", json.dumps(table, indent=1))
+
+
+# Post-processing variants (stage ``postprocess``), applied identically to every model on
+# its cached segmentations; none uses labels of a test domain. ``grid``: MP-NMS thresholds
+# to choose from on the training domain's validation tomogram; ``otsu``: instead, each
+# tomogram's own threshold per class (Otsu's, on its candidates' scores above 0.05);
+# ``min_volume``: a pick's connected component must hold this share of a label ball;
+# ``max_surround``: ``mp_nms``'s isolation test (picks inside a region of their class
+# much larger than a particle are dropped).
+BASE_GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+WIDE_GRID = (*BASE_GRID, 0.6, 0.7, 0.8, 0.9)
+POSTPROCESS = {
+    "MP-NMS, threshold 0.05-0.5 (as above)": {"grid": BASE_GRID},
+    "threshold grid to 0.9": {"grid": WIDE_GRID},
+    "threshold per tomogram (Otsu of its scores)": {"otsu": True},
+    "min peak volume (half a label ball)": {"grid": BASE_GRID, "min_volume": 0.5},
+    "isolation, surround <= 0.3": {"grid": BASE_GRID, "max_surround": 0.3},
+    "isolation, surround <= 0.5": {"grid": BASE_GRID, "max_surround": 0.5},
+    "isolation, surround <= 0.7": {"grid": BASE_GRID, "max_surround": 0.7},
+    "isolation <= 0.5 + grid to 0.9": {"grid": WIDE_GRID, "max_surround": 0.5},
+}
+
+
+def _pick(prob: np.ndarray, radii, label_radius, threshold: float, variant: dict):
+    """Picks of one cached segmentation (per-class probabilities) under a variant."""
+    from scipy import ndimage
+
+    from cryoscout.picking.labels import tball_labels
+    from cryoscout.picking.mpnms import mp_nms
+
+    labels = np.concatenate([1 - prob.sum(0, keepdims=True), prob]).argmax(0)
+    classes = list(range(1, prob.shape[0] + 1))
+    if variant.get("otsu"):
+        from skimage.filters import threshold_otsu
+
+        cand = mp_nms(labels, radii, threshold=0.05, classes=classes, progress=False)
+        keep = np.zeros(len(cand), bool)
+        for c in classes:
+            sel = (cand["class"] == c).to_numpy()
+            if sel.sum() > 1 and np.ptp(cand["score"][sel]) > 0:
+                keep[sel] = cand["score"][sel] > threshold_otsu(cand["score"][sel].to_numpy())
+            else:
+                keep[sel] = True
+        return cand[keep].reset_index(drop=True)
+    picks = mp_nms(
+        labels,
+        radii,
+        threshold=threshold,
+        classes=classes,
+        progress=False,
+        max_surround=variant.get("max_surround"),
+    )
+    if variant.get("min_volume") and len(picks):
+        keep = np.ones(len(picks), bool)
+        for c in classes:
+            sel = (picks["class"] == c).to_numpy()
+            if not sel.any():
+                continue
+            comp, _ = ndimage.label(labels == c)
+            sizes = np.bincount(comp.ravel())
+            r = label_radius[c]
+            ball = int(tball_labels((2 * int(r) + 3,) * 3, _centre(int(r) + 1), r).sum())
+            z, y, x = (picks.loc[sel, k].to_numpy(int) for k in "zyx")
+            keep[sel] = sizes[comp[z, y, x]] >= variant["min_volume"] * ball
+        picks = picks[keep].reset_index(drop=True)
+    return picks
+
+
+def _centre(i: int) -> pd.DataFrame:
+    return pd.DataFrame({"class": [1], "x": [i], "y": [i], "z": [i]})
+
+
+def _scores(picks_by_tomo: list, truths: list, radii, classes) -> dict:
+    """P / R / F1 per class pooled over tomograms (one-to-one matching within each)."""
+    from cryoscout.picking.evaluate import evaluate_picks
+
+    picks = pd.concat([p.assign(tomo=i) for i, p in enumerate(picks_by_tomo)], ignore_index=True)
+    truth = pd.concat([t.assign(tomo=i) for i, t in enumerate(truths)], ignore_index=True)
+    ev = evaluate_picks(picks, truth, radii)
+    out = {}
+    for c in classes:
+        row = ev.per_class.loc[c] if c in ev.per_class.index else None
+        tp, fp, fn = (int(row[k]) if row is not None else 0 for k in ("tp", "fp", "fn"))
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        out[CLASSES[c - 1]] = {"precision": round(p, 3), "recall": round(r, 3), "f1": round(f, 3)}
+        out[CLASSES[c - 1]].update(tp=tp, fp=fp, fn=fn)
+    return out
+
+
+def postprocess(args) -> None:
+    """Every post-processing variant on every model's cached segmentations (no retraining)."""
+    from cryoscout.io.atomic import write_text
+    from cryoscout.picking.weights import load_model
+
+    classes = list(range(1, len(CLASSES) + 1))
+    table: dict = {}
+    for run in sorted((args.out / "models").glob("*/model.pt")):
+        name = run.parent.name
+        _, info = load_model(run)
+        home = info.extra["domain"]
+        radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
+        label_r = {int(c): float(r) for c, r in info.radius.items()}
+        val_seed = _seeds(home, "val")[0]
+        val_prob = cached_probabilities(args.out, name, home, val_seed, args)
+        val_truth = load_sim(args.out, home, val_seed)["particles"]
+        tests = {
+            d: [
+                (cached_probabilities(args.out, name, d, s, args), load_sim(args.out, d, s))
+                for s in _seeds(d, "test")
+            ]
+            for d in DOMAINS
+        }
+        for vname, variant in POSTPROCESS.items():
+            grid = variant.get("grid") or [None]
+            # The threshold with the best validation F1 (the lowest on ties), as evaluate.
+            val = {
+                t: _overall_f1(_pick(val_prob, radii, label_r, t, variant), val_truth, radii)
+                for t in grid
+            }
+            thr = max(grid, key=lambda t: (val[t], -(t or 0)))
+            res = {"threshold": thr, "val_f1": round(val[thr], 3)}
+            for d, items in tests.items():
+                picks = [_pick(prob, radii, label_r, thr, variant) for prob, _ in items]
+                res[d] = _scores(picks, [sim["particles"] for _, sim in items], radii, classes)
+            table.setdefault(vname, {})[name] = res
+            print(
+                name,
+                vname,
+                json.dumps({d: {c: v["f1"] for c, v in res[d].items()} for d in DOMAINS}),
+                flush=True,
+            )
+    write_text(args.out / "postprocess.json", json.dumps(table, indent=1))
+
+
+def _overall_f1(picks, truth, radii) -> float:
+    from cryoscout.picking.evaluate import evaluate_picks
+
+    return float(evaluate_picks(picks, truth, radii).overall["f1"])
 
 
 def _markdown(s: dict) -> str:
@@ -577,7 +747,7 @@ def _markdown(s: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=["simulate", "train", "evaluate", "ablate"])
+    p.add_argument("stage", choices=["simulate", "train", "evaluate", "ablate", "postprocess"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--domain", choices=[*DOMAINS, MIXTURE], default="A")
     p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
@@ -607,6 +777,8 @@ def main() -> None:
         train(args)
     elif args.stage == "ablate":
         ablate(args)
+    elif args.stage == "postprocess":
+        postprocess(args)
     else:
         evaluate(args)
 

@@ -113,3 +113,40 @@ def test_runs_on_cuda_when_present():
     gpu = mp_nms(torch.as_tensor(classes, device="cuda"), radius=4)
     cpu = mp_nms(classes, radius=4)
     assert gpu.equals(cpu)
+
+
+def test_shell_fill_counts_the_shell_around_each_point():
+    from cryoscout.picking.mpnms import shell_fill
+
+    shape = (21, 21, 21)
+    full, empty = np.ones(shape, bool), np.zeros(shape, bool)
+    upper = np.zeros(shape, bool)
+    upper[11:] = True  # z > 10: strictly above the point, half the shell less its equator
+    p = np.array([[10, 10, 10]])
+    assert shell_fill(full, p, 3, 5).tolist() == [1.0]
+    assert shell_fill(empty, p, 3, 5).tolist() == [0.0]
+    f = shell_fill(upper, p, 3, 5)[0]
+    assert 0.4 < f < 0.5
+    # Only the shell inside the volume counts: a region reaching the edge stays full there.
+    assert shell_fill(full, np.array([[0, 0, 0]]), 3, 5).tolist() == [1.0]
+    assert 0.4 < shell_fill(upper, np.array([[10, 0, 0]]), 3, 5)[0] < 0.5
+
+
+def test_max_surround_drops_picks_inside_a_region_much_larger_than_a_particle():
+    shape = (32, 64, 64)
+    r = 5.0
+    classes = np.zeros(shape, np.int64)
+    centres = [(12, 12, 16), (22, 12, 16)]  # x, y, z; touching (2 r apart)
+    for ctr in centres:
+        classes[_ball(shape, ctr, 0.85 * r)] = 1
+    classes[:, 30:, :] = 1  # a slab of the class, far larger than a particle
+    plain = mp_nms(classes, radius=r, threshold=0.1, progress=False)
+    assert len(plain) > 10  # MP-NMS fills the slab with full-score picks
+    kept = mp_nms(classes, radius=r, threshold=0.1, progress=False, max_surround=0.5)
+    got = kept[["x", "y", "z"]].to_numpy()
+    assert len(got) == 2  # the touching pair survives, the slab's picks go
+    for ctr in centres:
+        assert np.min(np.linalg.norm(got - np.array(ctr), axis=1)) <= 1.0
+    # Filtering only removes: every kept pick is one of the plain picks, same score.
+    merged = kept.merge(plain, on=["class", "x", "y", "z", "score"])
+    assert len(merged) == len(kept)

@@ -179,6 +179,21 @@ def train(
         help="Continue the interrupted run in OUT from OUT/checkpoints/last.ckpt "
         "(give the same options).",
     ),
+    negatives: list[Path] | None = typer.Option(
+        None,
+        "--negatives",
+        metavar="FILE",
+        help="Points known not to be particles (gold, membranes, other proteins) in the "
+        "i-th tomogram, read like its annotations (CSV, text, STAR; a simulator's "
+        "distractors.csv); give the option once per tomogram, in order.",
+        show_default="none",
+    ),
+    negative_fraction: float = typer.Option(
+        0.25,
+        "--negative-fraction",
+        metavar="F",
+        help="Share of patches centred on a negative (learned negatives; with --negatives).",
+    ),
     # Appearance randomisation (picking.data.Appearance); off by default, see BENCHMARKS.md.
     randomize_appearance: bool = typer.Option(
         False,
@@ -206,6 +221,9 @@ def train(
             --strategy ddp
 
         $ cryoscout pick train t1.mrc t1.star -o run3 --radius 4 --epochs 40 --resume
+
+        $ cryoscout pick train sim1/tomogram.mrc sim1/particles.csv -o run4 --radius 4 \\
+            --negatives sim1/distractors.csv --negative-fraction 0.25
     """
     from cryoscout.errors import InputError
 
@@ -227,9 +245,18 @@ def train(
         raise InputError("--patch", f"at least {2 ** len(chans)} voxels for {len(chans)} levels")
     if epochs < 1 or batch_size < 1 or samples < 1:
         raise InputError("--epochs", "epochs, batch size and samples per epoch must be positive")
+    negatives = list(negatives or [])
+    if negatives and len(negatives) != len(tomo_paths):
+        raise InputError(
+            "--negatives",
+            f"give one file per tomogram, in order ({len(tomo_paths)} tomograms, "
+            f"{len(negatives)} negatives files)",
+        )
+    if not 0 < negative_fraction <= 0.75:
+        raise InputError("--negative-fraction", "must lie in (0, 0.75] (a quarter are random)")
     if (val_tomogram is None) != (val_coords is None):
         raise InputError("--val-tomogram", "give --val-tomogram and --val-coords together")
-    for path in [*tomo_paths, *coord_paths, *filter(None, (val_tomogram, val_coords))]:
+    for path in [*tomo_paths, *coord_paths, *negatives, *filter(None, (val_tomogram, val_coords))]:
         if not path.is_file():
             raise InputError(path, "no such file")
     from cryoscout.training import resume_checkpoint
@@ -250,14 +277,16 @@ def train(
     # Checked and locked before the work; INCOMPLETE until the end; checkpoints stay.
     with resumable_run_folder(out, resume=checkpoint is not None):
         known = sorted(label_radius) if isinstance(label_radius, dict) else None
-        volumes, tables, voxel_size = [], [], None
-        for tpath, cpath in zip(tomo_paths, coord_paths, strict=True):
+        volumes, tables, negative_tables, voxel_size = [], [], [], None
+        for i, (tpath, cpath) in enumerate(zip(tomo_paths, coord_paths, strict=True)):
             vol, vs = read_mrc(tpath, mmap=True)
             if vol.ndim != 3:
                 raise InputError(
                     tpath, f"expected a 3D tomogram, got an array of shape {vol.shape}"
                 )
             tables.append(read_coords(cpath, voxel_size_A=vs, shape=vol.shape, classes=known))
+            if negatives:  # any class: negatives are all one kind, "not a particle"
+                negative_tables.append(read_coords(negatives[i], voxel_size_A=vs, shape=vol.shape))
             volumes.append(vol)
             voxel_size = voxel_size or vs
         declared = len(class_names.split(",")) if class_names else (max(known) if known else None)
@@ -303,6 +332,7 @@ def train(
             num_workers=num_workers,
             val_every=val_every,
             loss=loss,
+            distractor_fraction=negative_fraction if negatives else 0.0,
         )
         if randomize_appearance:
             from cryoscout.picking.data import Appearance
@@ -326,8 +356,10 @@ def train(
                     "coords": [str(p) for p in coord_paths],
                     "val_tomogram": val_tomogram,
                     "val_coords": val_coords,
+                    "negatives": [str(p) for p in negatives],
                 },
                 progress=progress_enabled(),
+                negatives=negative_tables or None,
             )
         except Interrupted as exc:
             exc.resume = resume_command()

@@ -237,6 +237,13 @@ def _read_csv(path: Path) -> pd.DataFrame:
         out["score"] = raw[cols["score"]]
     if "name" in cols:
         out["name"] = raw[cols["name"]].astype(str)
+    # A simulator's distractors.csv (negatives for `pick train`): what each point is and
+    # how large, so that a vesicle gives points on its membrane.
+    if "kind" in cols and "radius" in cols:
+        out["kind"] = raw[cols["kind"]].astype(str)
+        out["radius"] = pd.to_numeric(raw[cols["radius"]], errors="coerce")
+        if not np.isfinite(out["radius"].to_numpy(float)).all():
+            raise InputError(path, "the radius column must hold numbers")
     return out
 
 

@@ -130,7 +130,8 @@ def distractor_points(distractors: pd.DataFrame | None, shape: tuple[int, ...]) 
     distractors
         ``kind, x, y, z, radius`` table (a simulator's ``distractors.csv``; voxels).
         Gold beads and proteins give their centre; membranes (vesicles) give
-        ``12`` points spread over their shell. ``None`` or empty: none.
+        ``12`` points spread over their shell. A table with ``x, y, z`` only (a user's
+        negatives) gives its points. ``None`` or empty: none.
     shape
         ``(z, y, x)`` volume shape; points outside it are dropped.
 
@@ -148,9 +149,11 @@ def distractor_points(distractors: pd.DataFrame | None, shape: tuple[int, ...]) 
         [np.cos(polar), np.sin(polar) * np.sin(azimuth), np.sin(polar) * np.cos(azimuth)], 1
     )
     points = []
+    shells = {"kind", "radius"} <= set(distractors.columns)
     for row in distractors.itertuples(index=False):
         c = np.array([row.z, row.y, row.x], dtype=float)
-        points.append(c + row.radius * sphere if row.kind == "membrane" else c[None])
+        on_shell = shells and row.kind == "membrane"
+        points.append(c + row.radius * sphere if on_shell else c[None])
     out = np.concatenate(points)
     inside = np.all((out >= 0) & (out <= np.asarray(shape) - 1), axis=1)
     return out[inside]

@@ -10,6 +10,12 @@ separably (three 1D poolings) and as *sums* (float32 when that is exact, else fl
 values are exact integers and the max-equals-mean test has no rounding ties to lose; the
 score is the pooled mean in [0, 1] (the fraction of the neighbourhood the segmentation
 fills, after smoothing).
+
+Optionally (``max_surround``), a pick is kept only when its class's segmentation leaves
+most of a shell just outside the particle free (:func:`shell_fill`): a particle is a
+compact blob of known size, and MP-NMS alone puts a row of full-score picks into any
+region of the class far larger than a particle (what a picker does with a tomogram
+unlike its training data, e.g. whose noise rises with frequency).
 """
 
 from __future__ import annotations
@@ -127,6 +133,48 @@ def merge_close(points: np.ndarray, scores: np.ndarray, min_distance: float) -> 
     return np.asarray(kept, dtype=np.int64)
 
 
+# The shell tested by ``max_surround``, in particle radii: outside the particle's own blob
+# (the TBall-M label reaches ~0.85 radii), inside the blobs of all but touching neighbours
+# (a touching neighbour of the same size covers ~8% of it).
+SHELL = (1.2, 1.8)
+
+
+def shell_fill(mask: np.ndarray, points: np.ndarray, r_in: float, r_out: float) -> np.ndarray:
+    """Fraction of the shell ``r_in <= d <= r_out`` around each point that ``mask`` covers.
+
+    Only the part of the shell inside the volume counts, so a region of the mask that
+    reaches the volume's edge is as full near the edge as in the middle.
+
+    Parameters
+    ----------
+    mask
+        ``(z, y, x)`` boolean volume.
+    points
+        ``(n, 3)`` ``(z, y, x)`` voxel indices.
+    r_in, r_out
+        Shell radii in voxels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` fractions in [0, 1].
+    """
+    R = int(np.ceil(r_out))
+    g = np.mgrid[-R : R + 1, -R : R + 1, -R : R + 1]
+    d = np.sqrt((g**2).sum(0))
+    shell = (d >= r_in) & (d <= r_out)
+    offsets = g[:, shell].T  # (m, 3) offsets of the shell voxels
+    pts = np.rint(np.asarray(points, dtype=float)).astype(np.int64).reshape(-1, 3)
+    out = np.zeros(len(pts))
+    shape = np.asarray(mask.shape)
+    for i, p in enumerate(pts):
+        q = p + offsets
+        inside = np.all((q >= 0) & (q < shape), axis=1)
+        q = q[inside]
+        out[i] = mask[q[:, 0], q[:, 1], q[:, 2]].mean() if len(q) else 0.0
+    return out
+
+
 def mp_nms(
     prob_or_classes,
     radius: float | dict[int, float],
@@ -138,6 +186,7 @@ def mp_nms(
     classes: list[int] | None = None,
     device=None,
     progress: bool = True,
+    max_surround: float | None = None,
 ) -> pd.DataFrame:
     """Particle centres from a segmentation by MP-NMS.
 
@@ -168,6 +217,11 @@ def mp_nms(
         torch device; default the input tensor's device (CPU for numpy input).
     progress
         Draw a progress bar over the classes (on a terminal; see :mod:`cryoscout.progress`).
+    max_surround
+        Drop picks whose class covers more than this fraction of the shell at
+        1.2-1.8 particle radii around them (:data:`SHELL`, :func:`shell_fill`): picks
+        inside a region of their class much larger than a particle. ``None``: keep all
+        (DeepETPicker's MP-NMS).
 
     Returns
     -------
@@ -225,6 +279,9 @@ def mp_nms(
         sc = score.cpu().numpy()
         keep = merge_close(pts, sc, md)
         pts, sc = pts[keep], sc[keep]
+        if max_surround is not None and len(pts):
+            fill = shell_fill(mask.cpu().numpy(), pts, SHELL[0] * r, SHELL[1] * r)
+            pts, sc = pts[fill <= max_surround], sc[fill <= max_surround]
         frames.append(
             pd.DataFrame({"class": c, "x": pts[:, 2], "y": pts[:, 1], "z": pts[:, 0], "score": sc})
         )

@@ -67,6 +67,7 @@ def train_picker(
     init: Mapping[str, Any] | None = None,
     inputs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    negatives: Sequence[pd.DataFrame | None] | None = None,
 ) -> PickerTrainResult:
     """Train the 3D U-Net on annotated tomograms and write the run folder.
 
@@ -103,6 +104,12 @@ def train_picker(
         What the run was trained on (paths, ids), added to ``config.yaml``.
     progress
         Show Lightning's progress bar within each epoch.
+    negatives
+        One table per tomogram (or ``None``) of points known *not* to be particles
+        (``x, y, z`` voxels; with ``kind, radius``, a vesicle gives points on its
+        membrane: :func:`~cryoscout.picking.data.distractor_points`).
+        ``config.distractor_fraction`` of the patches are centred on them (learned
+        negatives).
 
     Returns
     -------
@@ -123,9 +130,10 @@ def train_picker(
     names = list(class_names)
     num_classes = len(names)
     radius_map = {int(c): float(r) for c, r in label_radius.items()}
+    negatives = list(negatives) if negatives is not None else [None] * len(volumes)
     prepared = [
-        prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"])
-        for vol, table in zip(volumes, tables, strict=True)
+        prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"], distractors=neg)
+        for vol, table, neg in zip(volumes, tables, negatives, strict=True)
     ]
     hit = {int(c): float(r) for c, r in (particle_radius or radius_map).items()}
     scorer = None
@@ -174,6 +182,7 @@ def train_picker(
     record = {
         **dict(inputs or {}),
         "n_particles": int(sum(len(t) for t in tables)),
+        "n_negative_points": int(sum(len(t.negatives) for t in prepared)),
         "class_names": names,
         "label_radius": radius_map,
         **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
