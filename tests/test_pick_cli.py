@@ -140,3 +140,45 @@ def test_bad_inputs_give_one_line_errors(trained, data, tmp_path, run_cli):
         "pick", "predict", "-m", trained, root / "t1.mrc", "-o", tmp_path / "o3", "--format", "pdf"
     )
     assert res.code == 1 and "unknown format" in res.err
+
+
+def test_train_takes_negatives_per_tomogram(trained, data, tmp_path, run_cli):
+    import yaml
+
+    root, _ = data
+    # A simulator's distractors.csv: a gold bead (its centre) and a vesicle (12 points on
+    # its membrane), both away from the blobs.
+    negatives = tmp_path / "distractors.csv"
+    pd.DataFrame(
+        {"kind": ["gold", "membrane"], "x": [40, 24], "y": [44, 30], "z": [5, 12], "radius": [1, 5]}
+    ).to_csv(negatives, index=False)
+    common = (
+        "--radius", "2", "--patch", "16", "--channels", "4,8", "--epochs", "1",
+        "--batch-size", "2", "--samples-per-epoch", "4", "--accelerator", "cpu",
+    )  # fmt: skip
+    run = tmp_path / "run"
+    res = run_cli(
+        "pick", "train", root / "t1.mrc", root / "t1.csv", "-o", run, *common,
+        "--negatives", negatives, "--negative-fraction", "0.5",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    config = yaml.safe_load((run / "config.yaml").read_text())["config"]
+    assert config["n_negative_points"] == 13
+    assert config["distractor_fraction"] == 0.5
+    assert config["negatives"] == [str(negatives)]
+    before = yaml.safe_load((trained / "config.yaml").read_text())["config"]
+    assert before["n_negative_points"] == 0 and before["distractor_fraction"] == 0.0
+
+    res = run_cli(
+        "pick", "train", root / "t1.mrc", root / "t1.csv", "-o", tmp_path / "r2", *common,
+        "--negatives", negatives, "--negatives", negatives,
+    )  # fmt: skip
+    assert res.code == 1 and "one file per tomogram" in res.err and res.err.count("\n") == 1
+    outside = tmp_path / "outside.csv"
+    pd.DataFrame({"x": [500], "y": [1], "z": [1]}).to_csv(outside, index=False)
+    res = run_cli(
+        "pick", "train", root / "t1.mrc", root / "t1.csv", "-o", tmp_path / "r3", *common,
+        "--negatives", outside,
+    )  # fmt: skip
+    assert res.code == 1 and "outside.csv" in res.err and "outside the" in res.err
+    assert not (tmp_path / "r3" / "model.pt").exists()

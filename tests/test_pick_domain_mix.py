@@ -50,14 +50,19 @@ def test_randomize_domain_sets_a_drawn_setting_and_leaves_the_rest():
     assert {f.name for f in dataclasses.fields(cfg)} >= set(draw_domain(0))
 
 
-def _scene(with_negative: bool = True):
-    """A 64³ volume: one particle near a corner, one bright distractor near the other."""
+def _scene(with_negative: bool = True, negatives: pd.DataFrame | None = None):
+    """A 64³ volume: one particle near a corner, one bright distractor near the other.
+
+    ``negatives``: the table of negatives to give instead of the simulator-style one.
+    """
     particles = pd.DataFrame({"class": [1], "x": [16.0], "y": [16.0], "z": [16.0]})
     distractors = pd.DataFrame(
         {"kind": ["gold"], "name": ["gold"], "x": [48.0], "y": [48.0], "z": [48.0], "radius": [2.5]}
     )
     vol = np.random.default_rng(0).normal(size=(64, 64, 64)).astype(np.float32)
     vol[45:52, 45:52, 45:52] += 50.0  # clipped at 5 after normalisation
+    if negatives is not None:
+        distractors = negatives
     return prepare_tomogram(vol, particles, 3.0, distractors=distractors if with_negative else None)
 
 
@@ -121,3 +126,17 @@ def test_distractor_points_lie_on_the_simulated_distractors():
     for z, y, x in np.rint(points).astype(int) + 1:
         assert (occ[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2] < 0).any()
         assert not (occ[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2] > 0).all()
+
+
+def test_negatives_from_a_file_centre_patches_without_particle_labels(tmp_path):
+    from cryoscout.io.coords import read_coords
+
+    # A user's negatives: x, y, z only (any class column is ignored), read like picks.
+    path = tmp_path / "negatives.csv"
+    pd.DataFrame({"x": [48.0], "y": [48.0], "z": [48.0]}).to_csv(path, index=False)
+    tomo = _scene(negatives=read_coords(path, shape=(64, 64, 64)))
+    assert tomo.negatives.tolist() == [[48.0, 48.0, 48.0]]
+    ds = PatchDataset([tomo], patch_size=16, background_fraction=0.0, distractor_fraction=1.0)
+    for i in range(10):
+        image, labels = ds[i]
+        assert labels.sum() == 0 and image.max() > 3.0  # the bead, never the particle
