@@ -122,7 +122,21 @@ VARIANTS = {
     "random": {"appearance": True, "distractor_fraction": 0.0},
     "neg": {"appearance": False, "distractor_fraction": 0.25},
     "neg-random": {"appearance": True, "distractor_fraction": 0.25},
+    # Input band-limited to the particle scale at training and prediction (a Gaussian of
+    # LOWPASS_SIGMA voxels before normalisation), so the noise above it, whose colour is
+    # what differs most between microscopes, never reaches the network.
+    "neg-lp": {"appearance": False, "distractor_fraction": 0.25, "lowpass": True},
 }
+LOWPASS_SIGMA = 1.5  # voxels (30 Å): 4cr2's radius is 6.8 voxels
+
+
+def _input(volume: np.ndarray, lowpass: float | None) -> np.ndarray:
+    """What the network is given of a tomogram: as is, or Gaussian low-passed."""
+    if not lowpass:
+        return volume
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(volume.astype(np.float32), lowpass)
 
 
 def mixture_setting(seed: int) -> dict:
@@ -222,8 +236,11 @@ def train(args) -> None:
     radii = sims[0]["radii"]
     label_r = {c: float(max(1, round(args.label_frac * r))) for c, r in radii.items()}
     variant = VARIANTS[args.variant]
+    lowpass = LOWPASS_SIGMA if variant.get("lowpass") else None
     tomos = [
-        prepare_tomogram(s["tomogram"], s["particles"], label_r, distractors=s["distractors"])
+        prepare_tomogram(
+            _input(s["tomogram"], lowpass), s["particles"], label_r, distractors=s["distractors"]
+        )
         for s in sims
     ]
     aug = Augmentation(appearance=Appearance() if variant["appearance"] else None)
@@ -265,6 +282,7 @@ def train(args) -> None:
             "patches": args.epochs * args.samples,
             "train_seconds": round(seconds, 0),
             "particle_radius": {str(c): r for c, r in radii.items()},
+            "lowpass_sigma": lowpass,
         },
     )
     save_model(run / "model.pt", model, info)
@@ -406,7 +424,7 @@ def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
 
     return predict_tomogram(
         model,
-        sim["tomogram"],
+        _input(sim["tomogram"], info.extra.get("lowpass_sigma")),
         tile=args.tile,
         margin=args.margin,
         normalization=info.normalization,
@@ -431,7 +449,7 @@ def cached_probabilities(out: Path, name: str, domain: str, seed: int, args) -> 
     sim = load_sim(out, domain, seed)
     prob = predict_tomogram(
         model,
-        sim["tomogram"],
+        _input(sim["tomogram"], info.extra.get("lowpass_sigma")),
         tile=args.tile,
         margin=args.margin,
         normalization=info.normalization,
