@@ -209,3 +209,22 @@ def test_an_interrupted_run_keeps_finished_tomograms_and_resumes(setup, tmp_path
     res = batch.predict_many(root, [tomos], out, accelerator="cpu")
     assert (res.skipped, res.picked, res.total) == (1, 2, 3)
     assert (out / "picks_relion5.star").is_file()
+
+
+def test_max_surround_drops_picks_inside_a_region_of_the_class(setup, tmp_path, run_cli):
+    # The model says class 1 everywhere: one region far larger than a particle, which
+    # plain MP-NMS fills with a grid of picks and the isolation test empties.
+    root, tomos = setup
+    args = ["pick", "predict", "-m", root, tomos / "rec_TS_01.mrc", "--format", "csv"]
+    res = run_cli(*args, "-o", tmp_path / "plain", "--accelerator", "cpu")
+    assert res.code == 0, res.err
+    assert len(_picks(tmp_path / "plain", "TS_01")) > 0
+    rec = json.loads((tmp_path / "plain" / "TS_01.done.json").read_text())
+    assert "max_surround" not in rec["settings"]  # folders picked before the option resume
+    out = tmp_path / "isolated"
+    res = run_cli(*args, "-o", out, "--max-surround", "0.5", "--accelerator", "cpu")
+    assert res.code == 0, res.err
+    assert len(_picks(out, "TS_01")) == 0
+    assert json.loads((out / "TS_01.done.json").read_text())["settings"]["max_surround"] == 0.5
+    res = run_cli(*args, "-o", tmp_path / "bad", "--max-surround", "2")
+    assert res.code == 1 and "--max-surround" in res.err and res.err.count("\n") == 1

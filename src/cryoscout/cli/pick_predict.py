@@ -43,6 +43,15 @@ def predict(
     threshold: float = typer.Option(
         0.1, "--threshold", help="MP-NMS: minimum pooled foreground fraction of a pick (0-1)."
     ),
+    max_surround: float | None = typer.Option(
+        None,
+        "--max-surround",
+        metavar="F",
+        help="Drop picks inside a region of their class much larger than a particle: those "
+        "whose class fills more than F of the shell at 1.2-1.8 particle radii around them "
+        "(0.5 for tomograms unlike the training data; BENCHMARKS.md).",
+        show_default="off",
+    ),
     particle_radius: str | None = typer.Option(
         None,
         "--particle-radius",
@@ -133,6 +142,8 @@ def predict(
         )
     if not 0 <= threshold <= 1:
         raise InputError("--threshold", "must lie between 0 and 1")
+    if max_surround is not None and not 0 <= max_surround <= 1:
+        raise InputError("--max-surround", "must lie between 0 and 1")
     try:
         n_devices: int | str = int(devices)
     except ValueError:
@@ -143,6 +154,7 @@ def predict(
 
     net, info = load_model(model)
     overrides = {"threshold": threshold, "formats": fmts, "save_maps": save_maps}
+    overrides["max_surround"] = max_surround
     overrides |= {"tilt_series_pixel_size_A": ts_pixel, "binning": binning}
     overrides["copick_picks"] = copick_picks or None
     if particle_radius:

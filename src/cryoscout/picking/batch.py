@@ -69,6 +69,9 @@ class PickSettings:
     copick_picks
         ``user_id/session_id`` under which the picks of a copick project's tomograms are
         also stored in the project (``None``: not stored).
+    max_surround
+        MP-NMS isolation test (:func:`~cryoscout.picking.mpnms.mp_nms`): drop picks whose
+        class fills more than this share of a shell around them; ``None``: off.
     """
 
     threshold: float
@@ -80,6 +83,7 @@ class PickSettings:
     binning: float | None = None
     save_maps: bool = False
     copick_picks: str | None = "cryoscout/0"
+    max_surround: float | None = None
 
 
 @dataclass
@@ -265,6 +269,8 @@ def settings_record(settings: PickSettings, model_sha256: str) -> dict[str, Any]
     rec["formats"] = list(settings.formats)
     rec["particle_radius"] = {str(c): float(r) for c, r in settings.particle_radius.items()}
     rec["model_sha256"] = model_sha256
+    if settings.max_surround is None:  # as recorded before the option existed: resumable
+        del rec["max_surround"]
     return json.loads(json.dumps(rec))
 
 
@@ -363,6 +369,7 @@ def pick_tomogram(
             settings.particle_radius,
             threshold=settings.threshold,
             classes=classes,
+            max_surround=settings.max_surround,
         )
     picks.insert(1, "name", [info.class_names[c - 1] for c in picks["class"]])
     for fmt in settings.formats:
