@@ -21,10 +21,17 @@ Stages (each writes into ``--out``, so runs can go in parallel and resume)::
     python benchmarks/picking_domain_shift.py train --out D --domain M --variant neg
     python benchmarks/picking_domain_shift.py train --out D --domain B --variant neg
     python benchmarks/picking_domain_shift.py evaluate --out D      # every model x domain
+    python benchmarks/picking_domain_shift.py postprocess --out D   # then evaluate again
+
+``postprocess`` caches every model's segmentation of the validation and test tomograms
+(``D/seg/``) and scores post-processing variants on them (``POSTPROCESS``: threshold grid,
+per-tomogram threshold, minimum peak volume, MP-NMS isolation test), the same for every
+model, into ``D/postprocess.json``; ``evaluate`` then adds them to the results.
 
 ``plain``: the geometric augmentation and intensity jitter only; ``random``: plus
 appearance randomisation (``picking.data.Appearance``); ``neg``: plain, with a quarter of
-the patches centred on distractors (learned negatives); ``neg-random``: both. All use the
+the patches centred on distractors (learned negatives); ``neg-random``: both; ``neg-lp``:
+``neg`` on tomograms low-passed to the particle scale, at training and prediction. All use the
 robust (median/MAD) normalisation. The MP-NMS threshold is chosen on a validation
 tomogram of the model's *training* domain, as a user would, never on a test tomogram.
 
@@ -411,6 +418,11 @@ def evaluate(args) -> None:
             if (args.out / "ablation.json").is_file()
             else None
         ),
+        "postprocess": (
+            json.loads((args.out / "postprocess.json").read_text())
+            if (args.out / "postprocess.json").is_file()
+            else None
+        ),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     write_text(args.out / "summary.json", json.dumps(summary, indent=1))
@@ -759,8 +771,67 @@ def _markdown(s: dict) -> str:
         for factor, row in s["ablation"].items():
             cells = [str(row.get(m, {}).get(c, "")) for m in models for c in s["classes"]]
             lines.append(f"| {factor} | " + " | ".join(cells) + " |")
+    if s.get("postprocess"):
+        lines += _postprocess_markdown(s["postprocess"], s["classes"], list(s["domains"]))
     lines += ["", f"Command: `python benchmarks/{s['command']}` (after the train stages).", ""]
     return "\n".join(lines)
+
+
+# The post-processing whose fair comparison (every model with it) is tabulated.
+CHOSEN_POSTPROCESS = "isolation, surround <= 0.5"
+
+
+def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> list[str]:
+    """Tables of stage ``postprocess``: F1 of every model under every variant."""
+    lines = [
+        "",
+        "Post-processing without labels of the test domain, the same for every model, on "
+        "the cached segmentations (stage `postprocess`; the MP-NMS threshold chosen on the "
+        "training domain's validation tomogram as above): F1 "
+        + " / ".join(classes)
+        + " per test domain",
+        "",
+        "| model | post-processing | threshold | "
+        + " | ".join(f"test {d}" for d in domains)
+        + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in domains) + " |",
+    ]
+    models = sorted({m for v in pp.values() for m in v})
+    for m in models:
+        for variant, per_model in pp.items():
+            r = per_model.get(m)
+            if r is None:
+                continue
+            cells = [" / ".join(str(r[d][c]["f1"]) for c in classes) for d in domains]
+            thr = "per tomogram" if r["threshold"] is None else r["threshold"]
+            lines.append(f"| {m} | {variant} | {thr} | " + " | ".join(cells) + " |")
+    chosen = pp.get(CHOSEN_POSTPROCESS)
+    mixed = [m for m in models if m.startswith(MIXTURE + "-")]
+    if chosen and mixed:
+        lines += [
+            "",
+            f"With `{CHOSEN_POSTPROCESS}` for every model: the mixture models against the best "
+            "model trained in the test domain itself (F1, and the drop = best own-domain "
+            "F1 minus the mixture model's; positive = the mixture model is worse):",
+            "",
+            "| model | test | "
+            + " | ".join(f"{c} F1 (best own-domain model) | {c} drop" for c in classes)
+            + " |",
+            "| --- | --- | " + " | ".join("--- | ---" for _ in classes) + " |",
+        ]
+        for m in mixed:
+            for d in domains:
+                own = [o for o in chosen if o.startswith(d + "-")]
+                if not own or m not in chosen:
+                    continue
+                cells = []
+                for c in classes:
+                    f = chosen[m][d][c]["f1"]
+                    best = max(own, key=lambda o, c=c: chosen[o][d][c]["f1"])
+                    fb = chosen[best][d][c]["f1"]
+                    cells.append(f"{f} ({best} {fb}) | {fb - f:+.3f}")
+                lines.append(f"| {m} | {d} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
