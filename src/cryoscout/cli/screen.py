@@ -54,8 +54,9 @@ def screen(
 ) -> None:
     """Score and rank the grid squares of an atlas; write a report and SerialEM targets.
 
-    Extracts every grid square, scores it with the XCryoNet model (brightness,
-    squareness, cracking, contamination, overall on a 0-4 scale), ranks squares
+    Extracts every grid square, scores it with the model of -m (default: the
+    shipped XCryoNet; brightness, squareness, cracking, contamination, overall on
+    a 0-4 scale), ranks squares
     by overall score and writes into OUT: scores.csv, report.html (open it in a
     browser), targets.csv, targets.nav (SerialEM navigator, when the input has
     stage positions), squares.mrcs, overview.png and config.yaml.
