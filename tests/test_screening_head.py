@@ -137,7 +137,7 @@ def test_fast_head_reads_only_the_cheap_hand_made_features(head_model, tmp_path)
     from threadpoolctl import threadpool_limits
 
     from cryoscout.screening.baseline import N_FAST, square_features
-    from cryoscout.screening.head import fast_inputs
+    from cryoscout.screening.head import N_CONTEXT, fast_inputs
 
     path, stack, _, inputs = head_model
     model = load_model(path)
@@ -145,7 +145,7 @@ def test_fast_head_reads_only_the_cheap_hand_made_features(head_model, tmp_path)
     np.testing.assert_allclose(fast_in, fast_inputs(inputs), atol=1e-6)
     n_fast = inputs.shape[1] - len(square_features(stack[0])) + N_FAST
     assert fast_in.shape == (len(stack), n_fast)
-    np.testing.assert_array_equal(fast_in[:, -7:], inputs[:, -7:])  # the atlas context
+    np.testing.assert_array_equal(fast_in[:, -N_CONTEXT:], inputs[:, -N_CONTEXT:])  # atlas context
     labels = np.zeros((len(stack), len(SCORES)))
     labels[:30] = 4.0
     with threadpool_limits(1):
@@ -171,3 +171,25 @@ def test_atlas_context_places_each_square_between_the_bars_and_the_brightest():
     top = np.percentile(levels, 95)
     np.testing.assert_allclose(ctx[:, 0], levels / top, atol=1e-6)  # 0 at the bars
     assert np.all(ctx[:, 4] == 0) and np.allclose(ctx[:, 5], top)
+    # Against vacuum: the brightest blocks are the level-1 opening, so m itself.
+    np.testing.assert_allclose(ctx[:, 7], levels, atol=1e-6)
+
+
+def test_a_head_fitted_before_the_vacuum_column_reads_the_first_seven(head_model, tmp_path):
+    from cryoscout.screening.head import N_CONTEXT
+
+    path, stack, _, inputs = head_model
+    model = load_model(path)
+    old_inputs = inputs[:, : inputs.shape[1] - (N_CONTEXT - 7)]
+    labels = np.zeros((len(stack), len(SCORES)))
+    labels[:30] = 4.0
+    head = TreeHead.fit(old_inputs, labels)
+    saved = save_model(tmp_path / "old.pt", model.net, "atlas", head=head)
+    record = torch.load(saved, weights_only=True)
+    record["head"].pop("n_context")  # as written before the column existed
+    torch.save(record, saved)
+    loaded = load_model(saved)
+    assert loaded.head.n_context == 7
+    np.testing.assert_allclose(
+        loaded.predict(stack).scores.to_numpy(), np.clip(head.predict(old_inputs), 0, 4)
+    )

@@ -34,6 +34,8 @@ from cryoscout.screening.trees import TreeEnsemble
 
 #: Which hand-made features a head reads.
 HAND_FEATURES = ("all", "fast")
+#: Columns of :func:`atlas_context`; heads fitted before the vacuum column read the first 7.
+N_CONTEXT = 8
 
 
 def head_inputs(out, images: np.ndarray, hand: str = "all") -> np.ndarray:
@@ -81,12 +83,15 @@ def atlas_context(images: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(n, 7)`` float32: the central half's mean ``m`` relative to the
+        ``(n, 8)`` float32: the central half's mean ``m`` relative to the
         atlas's bars (1st percentile of all pixels) and brightest squares (95th
         percentile of ``m``), ``(m - bars) / span`` and ``(m - median) / span``
         with ``span`` their difference; the rank of ``m`` (0 darkest, 1
         brightest); the central half's standard deviation over ``span``; the
-        bars, brightest and median levels themselves.
+        bars, brightest and median levels themselves; and ``m``'s transmission
+        against vacuum, ``(m - bars) / (vacuum - bars)``, with ``vacuum`` the
+        brightest 0.1 % of 4x4-pixel blocks of the atlas (film torn off a
+        broken square lets the whole beam through).
     """
     x = np.asarray(images, dtype=np.float32)
     n, s = x.shape[0], x.shape[1]
@@ -97,8 +102,12 @@ def atlas_context(images: np.ndarray) -> np.ndarray:
     median = float(np.median(m))
     span = max(top - bars, 1e-6)
     rank = np.argsort(np.argsort(m, kind="stable"), kind="stable") / max(n - 1, 1)
+    b = s // 4 * 4  # blocks average the shot noise out of single bright pixels
+    blocks = x[:, :b, :b].reshape(n, b // 4, 4, b // 4, 4).mean(axis=(2, 4))
+    vacuum = float(np.percentile(blocks, 99.9)) if b else float(x.max())
     cols = [(m - bars) / span, (m - median) / span, rank, centre.std(axis=1) / span]
     cols += [np.full(n, bars), np.full(n, top), np.full(n, median)]
+    cols += [(m - bars) / max(vacuum - bars, 1e-6)]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -131,6 +140,7 @@ class TreeHead:
     trees: dict[str, TreeEnsemble]
     n_inputs: int
     hand: str = "all"
+    n_context: int = N_CONTEXT
 
     @classmethod
     def fit(
@@ -160,6 +170,8 @@ class TreeHead:
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """``(n, 5)`` scores (not clipped) from ``(n, f)`` inputs (see :meth:`fit`)."""
+        if inputs.ndim == 2 and self.n_context < N_CONTEXT:
+            inputs = inputs[:, : inputs.shape[1] - (N_CONTEXT - self.n_context)]  # newer columns
         if inputs.ndim != 2 or inputs.shape[1] != self.n_inputs:
             raise ValueError(f"the tree head reads {self.n_inputs} inputs, not {inputs.shape}")
         return np.stack([self.trees[s].predict(inputs) for s in SCORES], axis=1)
@@ -167,7 +179,8 @@ class TreeHead:
     def to_record(self) -> dict:
         """Tensors and plain numbers for a ``weights_only`` model file."""
         trees = {s: t.to_record() for s, t in self.trees.items()}
-        return {"kind": "trees", "n_inputs": self.n_inputs, "hand": self.hand, "trees": trees}
+        return {"kind": "trees", "n_inputs": self.n_inputs, "hand": self.hand,
+                "n_context": self.n_context, "trees": trees}  # fmt: skip
 
     @classmethod
     def from_record(cls, record: dict) -> TreeHead:
@@ -178,4 +191,7 @@ class TreeHead:
         if hand not in HAND_FEATURES:
             raise ValueError(f"unknown hand-made feature set {hand!r}")
         trees = {s: TreeEnsemble.from_record(record["trees"][s]) for s in SCORES}
-        return cls(trees=trees, n_inputs=int(record["n_inputs"]), hand=hand)
+        n_context = int(record.get("n_context", 7))  # files before the vacuum column
+        if not 7 <= n_context <= N_CONTEXT:
+            raise ValueError(f"unknown atlas context of {n_context} columns")
+        return cls(trees=trees, n_inputs=int(record["n_inputs"]), hand=hand, n_context=n_context)
