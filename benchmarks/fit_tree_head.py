@@ -12,14 +12,20 @@
 3. The result goes to ``-o`` (and with ``--install`` into the package as the
    default model, ``default_xcryonet.pt`` + ``.json``).
 
-Example (the shipped default)::
+Example (the shipped default: the stage-3 network of ``train_default_model.py``)::
 
     $ python benchmarks/make_screening_data.py -o /tmp/s12/head_a --atlases 10 --seed 3
     $ python benchmarks/make_screening_data.py -o /tmp/s12/head_b --atlases 4 --seed 4 \\
         --crack-scale 2.5
+    $ python benchmarks/make_screening_data.py -o /tmp/s12/head_w --atlases 12 --seed 5 --wide
+    $ python benchmarks/make_screening_data.py -o /tmp/s13/head_w2 --atlases 12 --seed 9 --wide
     $ python benchmarks/make_screening_data.py -o /tmp/s12/calib --atlases 4 --seed 2
-    $ python benchmarks/fit_tree_head.py --net default --head-data /tmp/s12/head_*/atlas0* \\
-        --calib-data /tmp/s12/calib/atlas0* -o /tmp/s12/hybrid.pt --install
+    $ python benchmarks/make_screening_data.py -o /tmp/s12/calib_w --atlases 4 --seed 6 --wide
+    $ python benchmarks/make_screening_data.py -o /tmp/s13/calib_w2 --atlases 4 --seed 10 --wide
+    $ python benchmarks/fit_tree_head.py --net /tmp/s13/net_w_run/model.pt --hand fast \\
+        --threads 2 --head-data /tmp/s12/head_a/atlas0* /tmp/s12/head_b/atlas0* \\
+        /tmp/s12/head_w/atlas* /tmp/s13/head_w2/atlas* --calib-data /tmp/s12/calib/atlas0* \\
+        /tmp/s12/calib_w/atlas0* /tmp/s13/calib_w2/atlas0* -o /tmp/s13/hybrid_w2.pt --install
 """
 
 from __future__ import annotations

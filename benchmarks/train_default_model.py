@@ -23,8 +23,23 @@ Recipe of the shipped model (2 CPU cores, shared)::
         --run /tmp/h10/run --init /tmp/h4/default_run/model.pt --epochs 2 --max-minutes 26 \\
         --seed 1 --threads 1
 
+    # stage 3 (the network of today's default, issue 12): every holey-film type, wider pixel
+    # sizes, ice and dose (the network had only seen R1.2/1.3 film and read R2/2's resolved hole
+    # lattice as cracks), from stage 2 (STAGE2.pt: git show 6388c04:src/cryoscout/models/
+    # default_xcryonet.pt), with every earlier atlas so that nothing is forgotten
+    $ python benchmarks/make_screening_data.py -o /tmp/s13/train_w --atlases 8 --seed 7 --wide
+    $ python benchmarks/make_screening_data.py -o /tmp/s13/train_wc --atlases 4 --seed 8 --wide \
+        --crack-scale 2.5
+    $ python benchmarks/train_default_model.py /tmp/h4/data/atlas0* /tmp/h10/train/atlas0* \
+        /tmp/s13/train_w/atlas0* /tmp/s13/train_wc/atlas0* --run /tmp/s13/net_w_run \
+        --init STAGE2.pt --epochs 2 --max-minutes 45 --lr 5e-4 --seed 2 --threads 2 --no-install
+
 (stage 1 ran as 3 epochs, then resumed to 6 with Lightning's checkpoint; see
-``benchmarks/results/screening.md``). Evaluate with
+``benchmarks/results/screening.md``; stage 3 stopped at its 45-minute limit after 13,100
+squares, about 0.65 epoch, at 4.8 squares/s on cores shared with other jobs; its atlases
+/tmp/h4/data and /tmp/h10/train are /tmp/s12/train_a and train_b of
+``benchmarks/results/screening_quality.md``). The tree head and calibration of the shipped
+default are then fitted by ``benchmarks/fit_tree_head.py`` (recipe there). Evaluate with
 ``benchmarks/evaluate_default_model.py``.
 """
 
