@@ -233,7 +233,7 @@ def train(args) -> None:
     from cryoscout.picking.weights import PickingModelInfo, save_model
 
     torch.set_num_threads(args.threads)
-    name = f"{args.domain}-{args.variant}"
+    name = f"{args.domain}-{args.variant}" + (f"-{args.tag}" if args.tag else "")
     run = args.out / "models" / name
     if (run / "model.pt").is_file():
         print(f"{name}: already trained", flush=True)
@@ -854,6 +854,7 @@ def main() -> None:
     p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="train: appended to the run's name (other budgets)")
     p.add_argument("--no-results", action="store_true")
     p.add_argument("--force", action="store_true", help="evaluate: ignore cached results")
     args = p.parse_args()
