@@ -603,9 +603,12 @@ def postprocess(args) -> None:
     from cryoscout.picking.weights import load_model
 
     classes = list(range(1, len(CLASSES) + 1))
-    table: dict = {}
+    cache = args.out / "postprocess.json"
+    table: dict = json.loads(cache.read_text()) if cache.is_file() and not args.force else {}
     for run in sorted((args.out / "models").glob("*/model.pt")):
         name = run.parent.name
+        if all(name in table.get(v, {}) for v in POSTPROCESS):
+            continue  # scored before (--force: again)
         _, info = load_model(run)
         home = info.extra["domain"]
         radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
@@ -856,7 +859,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="train: appended to the run's name (other budgets)")
     p.add_argument("--no-results", action="store_true")
-    p.add_argument("--force", action="store_true", help="evaluate: ignore cached results")
+    p.add_argument(
+        "--force", action="store_true", help="evaluate, postprocess: ignore cached results"
+    )
     args = p.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     if args.stage == "simulate":
