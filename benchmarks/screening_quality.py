@@ -12,7 +12,9 @@ One run does everything the issue asks to compare:
    (pass every folder whose labels the candidate models used, so that the
    baseline gets the same labels);
 3. scores the full squares of every unseen atlas with each ``--model`` and the
-   baseline, and prints one markdown table:
+   baseline, and prints one markdown table (``--model baseline`` is the shipped
+   baseline, ``models/baseline_gbt.pt``; the in-run ``baseline-gbt`` column is
+   the equal-labels comparison):
 
 * MAD and Spearman rank correlation per score (every atlas is unseen: a
   by-grid split);
@@ -217,7 +219,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=12, help="Seed of the unseen atlases.")
     p.add_argument("--tiles", type=int, default=5)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--model", action="append", help="model.pt or run folder; 'default'.")
+    p.add_argument("--model", action="append", help="model.pt, run folder, or a shipped "
+                   "model's name: 'default', 'baseline'.")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("-o", "--out", type=Path, help="Also write the table here.")
     args = p.parse_args()

@@ -4,6 +4,7 @@ Example::
 
     $ python benchmarks/screening_speed.py --size 128 --n 512 --threads 2
     $ python benchmarks/screening_speed.py --model default --threads 2  # the shipped model
+    $ python benchmarks/screening_speed.py --model baseline --threads 2  # the shipped GBT baseline
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variant", default="xcryonet")
     p.add_argument("-m", "--model", help="A model file; 'default': the shipped one "
-                   "(with its head and calibration). Without: a random network.")  # fmt: skip
+                   "(with its head and calibration); 'baseline': the shipped GBT baseline. "
+                   "Without: a random network.")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -338,3 +338,31 @@ def test_default_model_ranks_broken_and_contaminated_squares_last(tmp_path, simu
     # and the targets are squares a person would pick
     top = m[m["rank"] <= 10]
     assert (top["true_overall"] >= 2).mean() >= 0.7
+
+
+def test_screen_with_the_shipped_baseline_ranks_defects_below_clean_squares(
+    tmp_path, simulated_epu, run_cli
+):
+    """``-m baseline``: a whole output, scores that rank the simulator's defects last."""
+    import yaml
+
+    atlas, truth = simulated_epu
+    out = tmp_path / "out"
+    res = run_cli("screen", atlas, "-o", out, "-m", "baseline", "--top-k", "10")
+    assert res.code == 0, res.err
+    for name in ("scores.csv", "squares.mrcs", "report.html", "targets.csv", "targets.nav"):
+        assert (out / name).is_file(), name
+    assert not list(tmp_path.glob(".out.partial-*"))
+    assert yaml.safe_load((out / "config.yaml").read_text())["config"]["model"] == "baseline"
+    html = (out / "report.html").read_text()
+    assert "gradient-boosted trees on hand-made features" in html
+    assert "computes no attention maps" in html and 'alt="cracking attention' not in html
+    scores = pd.read_csv(out / "scores.csv")
+    m = _match(scores, truth)
+    m = m[(m["full"] == 1) & (m["true_full"] == 1)]
+    pct = (m["rank"] - 1) / (len(scores) - 1)  # 0 best .. 1 worst
+    bad = (m["true_squareness"] <= 1) | (m["true_contamination"] >= 3)
+    clean = (m["true_cracking"] == 0) & (m["true_contamination"] == 0) & ~bad
+    assert bad.sum() >= 5 and clean.sum() >= 5
+    assert pct[bad].mean() > pct[clean].mean() + 0.3
+    assert (m.loc[m["rank"] <= 10, "true_overall"] >= 3).mean() >= 0.8

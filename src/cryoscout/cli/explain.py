@@ -17,13 +17,14 @@ def explain(
     out: Path = typer.Option(
         ..., "-o", "--out", metavar="DIR", help="Folder for the PNGs and scores.csv."
     ),
-    model: Path | None = typer.Option(
+    model: str | None = typer.Option(
         None,
         "-m",
         "--model",
-        metavar="PATH",
-        help="Run folder from `cryoscout train`, or its model.pt.",
-        show_default="the model shipped with cryoscout",
+        metavar="MODEL",
+        help="'default' (the shipped XCryoNet), or a run folder from `cryoscout train` "
+        "or its model.pt. The shipped 'baseline' has no attention maps to draw.",
+        show_default="default",
     ),
     squares: str | None = typer.Option(
         None, "--squares", metavar="IDS", help="Square IDs to explain, e.g. 1,5,9."
@@ -50,6 +51,7 @@ def explain(
         $ cryoscout explain screen_out -o explain --squares 1,5,9 -m runs/ss
     """
     from cryoscout.errors import InputError
+    from cryoscout.models import check_model_option
 
     wanted = None
     if squares:
@@ -62,8 +64,7 @@ def explain(
     # Checked before torch loads (seconds), so a typo fails at once.
     if not folder.is_dir():
         raise InputError(folder, "no such folder")
-    if model is not None and not model.exists():
-        raise InputError(model, "no such model (give a run folder or its model.pt)")
+    check_model_option(model)
     from cryoscout.screening.explain import explain_extraction
 
     written = explain_extraction(folder, out, model_dir=model, squares=wanted, top=top_k)

@@ -18,13 +18,15 @@ def screen(
     out: Path = typer.Option(
         ..., "--out", "-o", metavar="DIR", help="Output folder.", show_default=False
     ),
-    model: Path | None = typer.Option(
+    model: str | None = typer.Option(
         None,
         "--model",
         "-m",
-        metavar="PATH",
-        help="Training run folder from 'cryoscout train'. Default: the model shipped "
-        "with cryoscout.",
+        metavar="MODEL",
+        help="A shipped model: 'default' (XCryoNet + tree head) or 'baseline' "
+        "(gradient-boosted trees on hand-made features, no attention maps); or a run "
+        "folder from 'cryoscout train' or its model.pt (a folder named like a shipped "
+        "model: ./NAME). Default: 'default'.",
         show_default=False,
     ),
     top_k: int = typer.Option(
@@ -52,8 +54,9 @@ def screen(
 ) -> None:
     """Score and rank the grid squares of an atlas; write a report and SerialEM targets.
 
-    Extracts every grid square, scores it with the XCryoNet model (brightness,
-    squareness, cracking, contamination, overall on a 0-4 scale), ranks squares
+    Extracts every grid square, scores it with the model of -m (default: the
+    shipped XCryoNet; brightness, squareness, cracking, contamination, overall on
+    a 0-4 scale), ranks squares
     by overall score and writes into OUT: scores.csv, report.html (open it in a
     browser), targets.csv, targets.nav (SerialEM navigator, when the input has
     stage positions), squares.mrcs, overview.png and config.yaml.
@@ -65,8 +68,11 @@ def screen(
         $ cryoscout screen /data/grid3/Atlas.dm -o grid3_screen --top-k 30
 
         $ cryoscout screen LMM.mrc -o lmm_screen --model runs/xcryonet_ss
+
+        $ cryoscout screen /data/grid3/Atlas.dm -o grid3_baseline -m baseline
     """
     from cryoscout.errors import InputError
+    from cryoscout.models import check_model_option
     from cryoscout.screening.screen import screen as run_screen
 
     if pixel_size is not None and pixel_size <= 0:
@@ -78,8 +84,7 @@ def screen(
     # Cheap checks first: torch and the model take seconds to load.
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    if model is not None and not model.exists():
-        raise InputError(model, "no such model (give a run folder from `cryoscout train`)")
+    check_model_option(model)
     if not example:
         from cryoscout.io.atlas_reader import open_atlas
 

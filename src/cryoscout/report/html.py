@@ -403,6 +403,11 @@ def _detail_sections(
             "clean film, so contamination shows as dark holes in it (as in the XCryoNet "
             "paper, Fig. 3)."
         )
+    else:  # e.g. the gradient-boosted-trees baseline: say why the cards have no overlays
+        intro += (
+            " This model computes no attention maps, so the cards show no attention "
+            "overlays; the scores alone say why a square ranks where it does."
+        )
     legends = "".join(_attention_legend(name, *r) for name, r in ranges.items())
     out = [f'<section class="cardsintro"><p class="lead">{_e(intro)}</p>{legends}</section>']
     for _, heading, idx in groups:

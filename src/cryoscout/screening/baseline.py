@@ -5,15 +5,45 @@ features an operator would name: the intensity histogram and its moments,
 edge density, the area of dark blobs (contamination, bent bars), the area of
 bright thin lines (cracks: ridges), and how square the bright opening is.
 It shows what the deep model adds beyond engineered features.
+
+It is also a shipped scoring model of its own (``cryoscout screen -m baseline``):
+:func:`save_baseline` writes the fitted regressors as tree arrays
+(:mod:`.trees`) in a plain dictionary readable with
+``torch.load(weights_only=True)``::
+
+    {"format": "cryoscout-baseline-gbt", "format_version": 1,
+     "meta": {"kind", "size", "normalisation", "features", "n_features",
+              "cryoscout_version", ...},
+     "trees": score -> a TreeEnsemble record}
+
+and :class:`BaselineScorer` (what :func:`cryoscout.screening.predict.load_model`
+returns for such a file) scores squares with the same ``predict`` contract as
+the network: the squares normalised and resized as the features were computed
+for fitting, then :func:`stack_features`, then one tree ensemble per score. It
+has no attention maps.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cryoscout.screening.model import SCORES
+from cryoscout.screening.trees import TreeEnsemble
+
+BASELINE_FORMAT = "cryoscout-baseline-gbt"
+BASELINE_FORMAT_VERSION = 1
+#: What computes the scores, for people (``ScoringModel.kind`` of the network).
+BASELINE_KIND = "gradient-boosted trees on hand-made features"
+#: The feature set a baseline file reads: :func:`square_features` of this cryoscout.
+FEATURE_SET = "square_features"
+
+if TYPE_CHECKING:
+    from cryoscout.screening.predict import Predictions
 
 N_BINS = 16
 #: How many of :func:`square_features` come first and cheap (:func:`fast_features`).
@@ -144,3 +174,171 @@ class BaselineModel:
             if name in self.models:
                 out[:, j] = np.clip(self.models[name].predict(features), 0, 4)
         return out
+
+
+def n_square_features() -> int:
+    """Length of :func:`square_features` (the same for every square size)."""
+    return len(square_features(np.zeros((16, 16), np.float32)))
+
+
+def save_baseline(
+    path: str | os.PathLike,
+    model: BaselineModel,
+    size: int,
+    normalisation: str = "atlas",
+    **extra: Any,
+) -> Path:
+    """Write a fitted :class:`BaselineModel` as a scoring model file, atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``.pt`` file.
+    model
+        Fitted on :func:`stack_features` of squares normalised with
+        ``normalisation`` and resized to ``size`` (as
+        :func:`cryoscout.screening.data.load_screening_data` gives them), with
+        a regressor for every score.
+    size, normalisation
+        How the squares were prepared before their features were computed.
+    extra
+        More plain (YAML/JSON-able) metadata: the training data, the seed...
+
+    Raises
+    ------
+    ValueError
+        If a score has no regressor.
+    """
+    import torch
+
+    from cryoscout import __version__
+    from cryoscout.io.atomic import atomic_path
+
+    missing = [s for s in SCORES if s not in model.models]
+    if missing:
+        raise ValueError(f"the baseline has no regressor for {', '.join(missing)}")
+    meta = {
+        "kind": BASELINE_KIND,
+        "size": int(size),
+        "normalisation": normalisation,
+        "features": FEATURE_SET,
+        "n_features": n_square_features(),
+        "cryoscout_version": __version__,
+        "seed": int(model.seed),
+        **extra,
+    }
+    trees = {s: TreeEnsemble.from_sklearn(model.models[s]).to_record() for s in SCORES}
+    record = {
+        "format": BASELINE_FORMAT,
+        "format_version": BASELINE_FORMAT_VERSION,
+        "meta": meta,
+        "trees": trees,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+    return Path(path)
+
+
+class BaselineScorer:
+    """The gradient-boosted-trees baseline ready to score squares.
+
+    Use :func:`cryoscout.screening.predict.load_model` to get one; it has the
+    network's ``predict`` contract (no attention maps).
+
+    Parameters
+    ----------
+    trees
+        Score name -> tree ensemble reading :func:`square_features`.
+    meta
+        Its metadata (``size``, ``normalisation``, ``n_features``...).
+    source
+        The file it was read from.
+    """
+
+    variant = "baseline-gbt"
+    kind = BASELINE_KIND
+    #: No attention maps: ``cryoscout explain`` refuses it, the report shows no overlays.
+    has_attention = False
+
+    def __init__(
+        self, trees: dict[str, TreeEnsemble], meta: dict[str, Any], source: Path | None = None
+    ) -> None:
+        self.trees = trees
+        self.meta = meta
+        self.source = source
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    @classmethod
+    def from_record(cls, record: dict, source: Path | None = None) -> BaselineScorer:
+        """The scorer of a :func:`save_baseline` file's dictionary.
+
+        Raises
+        ------
+        ValueError, KeyError, TypeError, AttributeError
+            If the record is not a whole baseline of this cryoscout's feature set.
+        """
+        from cryoscout.screening.data import NORMALISATIONS
+
+        meta = dict(record["meta"])
+        if meta.get("features") != FEATURE_SET or int(meta["n_features"]) != n_square_features():
+            raise ValueError(
+                f"fitted on {meta.get('n_features')} features of {meta.get('features')!r}; "
+                f"this cryoscout computes {n_square_features()} of {FEATURE_SET!r}"
+            )
+        if meta["normalisation"] not in NORMALISATIONS or int(meta["size"]) < 16:
+            raise ValueError(f"bad size {meta['size']} or normalisation {meta['normalisation']}")
+        trees = {s: TreeEnsemble.from_record(record["trees"][s]) for s in SCORES}
+        n = int(meta["n_features"])
+        for s, t in trees.items():
+            if t.feature.size and (t.feature.min() < 0 or t.feature.max() >= n):
+                raise ValueError(f"{s} trees read features beyond the {n} computed")
+        return cls(trees, meta, source)
+
+    def predict(
+        self,
+        stack: np.ndarray,
+        batch_size: int = 64,
+        attention: bool = True,
+        features: bool = False,
+    ) -> Predictions:
+        """Score squares.
+
+        Parameters
+        ----------
+        stack
+            ``(n, h, w)`` squares of one atlas (any size; resized to the
+            model's), or one ``(h, w)`` square; normalised together as for
+            fitting (``"atlas"``: the whole stack).
+        batch_size
+            Unused (the features are computed a square at a time); kept so that
+            every scoring model is called alike.
+        attention
+            Unused: the baseline has no attention maps (``Predictions.attention``
+            is always empty).
+        features
+            Also return the hand-made features (what active learning measures
+            distances on, after standardising them).
+
+        Returns
+        -------
+        cryoscout.screening.predict.Predictions
+        """
+        import pandas as pd
+
+        from cryoscout.screening.data import normalise, resize_stack
+        from cryoscout.screening.predict import Predictions
+
+        x = np.asarray(stack, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[0] == 0:
+            raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
+        x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
+        feats = stack_features(x)  # (n, f)
+        raw = np.stack([self.trees[s].predict(feats) for s in SCORES], axis=1)
+        table = pd.DataFrame(np.clip(raw, 0, 4), columns=list(SCORES))
+        pooled = feats.astype(np.float32) if features else None
+        return Predictions(scores=table, attention={}, features=pooled)

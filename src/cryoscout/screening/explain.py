@@ -251,6 +251,10 @@ def explain_extraction(
 ) -> list[Path]:
     """The ``cryoscout explain`` operation: score an extraction folder and draw overlays.
 
+    ``model_dir`` is what :func:`cryoscout.screening.predict.load_model` takes (a
+    run folder, a model file, a shipped model's name); a model without attention
+    maps (the ``baseline``, a ``primary`` network) is an ``InputError``.
+
     Writes ``square_<id>.png`` per selected square (the ID made safe as a file name)
     ``scores.csv`` (the five predicted scores of every square) and ``config.yaml`` into
     ``out_dir``,
@@ -266,6 +270,7 @@ def explain_extraction(
     from cryoscout.io.runfolder import run_folder
     from cryoscout.io.squares import read_extraction
     from cryoscout.io.validate import safe_filename
+    from cryoscout.models import model_label
     from cryoscout.progress import track
     from cryoscout.runinfo import write_run_config
     from cryoscout.screening.predict import load_model
@@ -273,6 +278,12 @@ def explain_extraction(
     out_dir = Path(out_dir).absolute()
     with run_folder(out_dir) as staging:  # checked before the work; written whole or not
         model = load_model(model_dir)  # first: a bad model fails before any work
+        if not model.has_attention:  # nothing to draw: say so rather than write bare squares
+            raise InputError(
+                model_dir if model_dir is not None else model.source,
+                f"{model.kind}: no attention maps to draw (explain needs an XCryoNet model, "
+                "e.g. -m default)",
+            )
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(folder, "no such extraction folder")
@@ -298,6 +309,6 @@ def explain_extraction(
             names.append(safe_filename(f"square_{ids[i]}.png"))  # IDs are data: keep them in
             write_bytes(staging / names[-1], png)
         write_text(staging / "scores.csv", scores.to_csv(index=False, float_format="%.3f"))
-        record = {"extraction": folder.resolve(), "model": str(model_dir or "default")}
+        record = {"extraction": folder.resolve(), "model": model_label(model_dir)}
         write_run_config(staging, {**record, "squares": list(squares or []), "top": top})
     return [out_dir / name for name in names]

@@ -382,6 +382,8 @@ def train_run(
             from cryoscout.screening.predict import load_model
 
             start = load_model(None if str(init) == "default" else init)
+            if not hasattr(start, "net"):  # the baseline's trees have no weights to tune
+                raise InputError(init, f"{start.kind} cannot be fine-tuned: give an XCryoNet model")
             variant, size = start.variant, start.size
             width, normalisation = int(start.meta["width"]), start.meta["normalisation"]
         data = load_screening_data(folders, size=size, normalisation=normalisation)

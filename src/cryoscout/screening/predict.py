@@ -12,6 +12,11 @@ package) is a plain dictionary readable with ``torch.load(weights_only=True)``::
 Version 1 files (the network alone) still load. With a head, the scores come
 from the head (which reads the network's features); with a calibration, each
 score then goes through its monotone map.
+
+:func:`load_model` also reads the gradient-boosted-trees baseline's files
+(``"cryoscout-baseline-gbt"``, :mod:`cryoscout.screening.baseline`), so every
+scoring model shipped or trained is loaded in one place, by path or by name
+(:data:`cryoscout.models.SHIPPED`: ``default``, ``baseline``).
 """
 
 from __future__ import annotations
@@ -19,20 +24,25 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cryoscout.errors import InputError
+from cryoscout.models import SHIPPED, model_file
+from cryoscout.screening.baseline import BASELINE_FORMAT
 from cryoscout.screening.calibration import MonotoneMap
 from cryoscout.screening.head import TreeHead
 from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES, VARIANTS
+
+if TYPE_CHECKING:
+    from cryoscout.screening.baseline import BaselineScorer
 
 MODEL_FORMAT = "cryoscout-xcryonet"
 MODEL_FORMAT_VERSION = 2
 #: Versions :func:`load_model` reads (1: the network alone, before heads and calibration).
 READABLE_VERSIONS = (1, 2)
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "default_xcryonet.pt"
+DEFAULT_MODEL = SHIPPED["default"]
 
 
 def model_meta(net, normalisation: str, **extra: Any) -> dict[str, Any]:
@@ -161,6 +171,11 @@ class ScoringModel:
         return self.meta["variant"]
 
     @property
+    def has_attention(self) -> bool:
+        """Whether :meth:`predict` returns attention maps (``xcryonet`` only)."""
+        return self.variant == "xcryonet"
+
+    @property
     def size(self) -> int:
         return int(self.meta["size"])
 
@@ -253,18 +268,23 @@ class ScoringModel:
         )
 
 
-def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
+def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel | BaselineScorer:
     """Load a trained model.
 
     Parameters
     ----------
     run_dir
         A ``cryoscout train`` run folder (holding ``model.pt``), or a model
-        ``.pt`` file; ``None`` loads the default model shipped with cryoscout.
+        ``.pt`` file, or the name of a shipped model (``"default"``,
+        ``"baseline"``: :func:`cryoscout.models.model_file`); ``None`` loads
+        the default model shipped with cryoscout.
 
     Returns
     -------
-    ScoringModel
+    ScoringModel or cryoscout.screening.baseline.BaselineScorer
+        Either scores squares with ``predict(stack, attention=...) ->
+        Predictions`` and says what it is in ``.kind``; only a
+        ``ScoringModel`` (a network) has attention maps and ``.net``.
 
     Raises
     ------
@@ -277,7 +297,7 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
     from cryoscout.io.runfolder import check_complete
     from cryoscout.screening.model import XCryoNet
 
-    path = DEFAULT_MODEL if run_dir is None else Path(run_dir)
+    path = model_file(run_dir)
     if path.is_dir():
         path = path / "model.pt"
     check_complete(path.parent, "training run")
@@ -287,8 +307,13 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(path, f"not a readable model file ({type(exc).__name__})") from None
+    if isinstance(record, dict) and record.get("format") == BASELINE_FORMAT:
+        return _load_baseline(record, path)
     if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
-        raise InputError(path, f"not a cryoscout screening model (expected {MODEL_FORMAT})")
+        raise InputError(
+            path,
+            f"not a cryoscout screening model (expected {MODEL_FORMAT} or {BASELINE_FORMAT})",
+        )
     version = record.get("format_version")
     if version not in READABLE_VERSIONS:
         raise InputError(
@@ -319,3 +344,22 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(path, f"broken tree head or calibration ({first})") from None
     return ScoringModel(net, meta, source=path, head=head, calibration=calibration)
+
+
+def _load_baseline(record: dict, path: Path) -> BaselineScorer:
+    """The baseline scorer of a ``cryoscout-baseline-gbt`` file's dictionary."""
+    from cryoscout.screening.baseline import BASELINE_FORMAT_VERSION, BaselineScorer
+
+    version = record.get("format_version")
+    if version != BASELINE_FORMAT_VERSION:
+        raise InputError(
+            path,
+            f"baseline model format version {version} is not supported by this cryoscout "
+            f"(reads {BASELINE_FORMAT_VERSION}); refit it with benchmarks/fit_baseline_model.py "
+            "or use a matching cryoscout",
+        )
+    try:
+        return BaselineScorer.from_record(record, source=path)
+    except (KeyError, AttributeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, f"broken baseline model ({first})") from None

@@ -171,8 +171,9 @@ def screen(
         ``overview.png``, ``report.html``, ``targets.csv``, ``targets.nav``
         (when the input carries stage positions) and ``config.yaml``.
     model_dir
-        A training run folder (``cryoscout train``); ``None`` uses the default
-        model shipped with cryoscout.
+        A training run folder (``cryoscout train``), a model file, or the name of
+        a model shipped with cryoscout (``"default"``, ``"baseline"``:
+        :func:`cryoscout.models.model_file`); ``None`` uses the default model.
     top_k
         Number of targets: the best full squares.
     size
@@ -193,6 +194,7 @@ def screen(
         For an input, model or option a user can fix.
     """
     from cryoscout.io.runfolder import run_folder
+    from cryoscout.models import model_label
     from cryoscout.screening.predict import load_model
 
     if top_k < 0:
@@ -223,7 +225,7 @@ def screen(
         config = {
             "input": str(Path(input_path).resolve()),
             "format": source.format,
-            "model": str(Path(model_dir).resolve()) if model_dir else "default",
+            "model": model_label(model_dir),
             "top_k": top_k,
             "size": size,
             "pixel_size_A": pixel_size_A,
@@ -235,7 +237,7 @@ def screen(
             folder,
             top_k=top_k,
             input_path=input_path,
-            model_name=f"{model.kind} ({model_dir or 'default model shipped with cryoscout'})",
+            model_name=f"{model.kind} ({_model_where(model_dir)})",
             config=config,
             detail_k=detail_k,
         )
@@ -243,6 +245,14 @@ def screen(
     result.out_dir = out_dir
     result.files = {k: out_dir / p.relative_to(folder) for k, p in result.files.items()}
     return result
+
+
+def _model_where(model_dir: str | os.PathLike | None) -> str:
+    """Where the model came from, for the report: a shipped model's name or the path given."""
+    from cryoscout.models import SHIPPED, model_label
+
+    label = model_label(model_dir)
+    return f"{label} model shipped with cryoscout" if label in SHIPPED else str(model_dir)
 
 
 def screen_extraction(
