@@ -233,9 +233,10 @@ def train(
         metavar="A",
         help="Gaussian low-pass of the input, sigma in Å (converted with the tomograms' "
         "voxel size), at training and, recorded with the model, at pick predict. Measured "
-        "(BENCHMARKS.md, domain shift): --lowpass 30 at 20 Å/voxel took a model's F1 on "
-        "another microscope's tomograms from 0.27/0.29 to 0.75/0.49 (4v94/4cr2), a mixture "
-        "of settings' from 0.37/0.20 to 0.68/0.35, at the same budget. 0: off.",
+        "(BENCHMARKS.md, domain shift): --lowpass 30 at 20 Å/voxel took F1 (4v94/4cr2) on "
+        "tomograms with noise rising with frequency from 0.27/0.29 to 0.75/0.49 (model "
+        "trained on them) and 0.37/0.20 to 0.68/0.35 (trained on a mixture of other "
+        "settings), at the same budget. 0: off.",
     ),
 ) -> None:
     """Train the 3D residual U-Net on tomograms with annotated particle centres.
@@ -261,6 +262,9 @@ def train(
 
         $ cryoscout pick train sim1/tomogram.mrc sim1/particles.csv -o run4 --radius 4 \\
             --negatives sim1/distractors.csv --negative-fraction 0.25
+
+        $ cryoscout pick train sim1/tomogram.mrc sim1/particles.csv -o run5 --radius 4 \\
+            --lowpass 30
     """
     import math
 
