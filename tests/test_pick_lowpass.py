@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from cryoscout.io.mrc import write_mrc
+from cryoscout.io.mrc import read_mrc, write_mrc
 from cryoscout.picking.data import NORMALIZATION, normalize, tomogram_stats
 from cryoscout.picking.infer import predict_tomogram
 from cryoscout.picking.lowpass import lowpass, lowpass_region
@@ -107,7 +107,6 @@ def _train_args(root, out, *extra):
 
 def _predict(run, path):
     """``pick predict``'s segmentation step (its tile and margin) on one tomogram."""
-    from cryoscout.io.mrc import read_mrc
     from cryoscout.picking import batch
     from cryoscout.picking.weights import load_model
 
@@ -135,6 +134,24 @@ def test_lowpass_is_recorded_and_reapplied_at_prediction(tomogram, run_cli):
     by_hand = normalize(filtered, *tomogram_stats(filtered), NORMALIZATION["clip"])
     want = predict_tomogram(net, by_hand, normalization=None, progress=False, **kw)
     np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-5)
+    # `pick predict` (and the app's predict job: the same batch.pick_tomogram) applies it.
+    # A one-epoch model calls everything background, which would make the scores map all
+    # zeros: shift its foreground bias so that about half the voxels are particle.
+    p1 = np.clip(want.probabilities[0], 1e-6, 1 - 1e-6)
+    record = torch.load(run / "model.pt", weights_only=True)
+    record["state_dict"]["head.bias"][1] -= float(np.median(np.log(p1 / (1 - p1))))
+    (tomogram / "shifted").mkdir()
+    torch.save(record, tomogram / "shifted" / "model.pt")
+    res = run_cli(
+        "pick", "predict", "-m", tomogram / "shifted", tomogram / "t.mrc",
+        "-o", tomogram / "picks", "--save-probabilities", "--format", "csv",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    shifted, _, _, _ = _predict(tomogram / "shifted", tomogram / "t.mrc")
+    on_shifted = predict_tomogram(shifted, by_hand, normalization=None, progress=False, **kw)
+    assert 0.1 < (on_shifted.scores > 0).mean() < 0.9
+    scores, _ = read_mrc(tomogram / "picks" / "t_scores.mrc")
+    np.testing.assert_allclose(scores, on_shifted.scores, atol=1e-5)
     unfiltered = predict_tomogram(net, vol, normalization=NORMALIZATION, progress=False, **kw)
     assert np.abs(unfiltered.probabilities - want.probabilities).max() > 1e-3
 
@@ -166,8 +183,6 @@ def test_a_model_trained_without_lowpass_predicts_as_before(tomogram, run_cli):
 def test_bad_lowpass_values_give_one_line_errors(
     tomogram, tmp_path, run_cli, value, voxel, message
 ):
-    from cryoscout.io.mrc import read_mrc
-
     vol, _ = read_mrc(tomogram / "t.mrc")
     write_mrc(tmp_path / "t.mrc", vol, voxel)
     (tmp_path / "t.csv").write_text((tomogram / "t.csv").read_text())
