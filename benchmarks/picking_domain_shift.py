@@ -130,20 +130,24 @@ VARIANTS = {
     "neg": {"appearance": False, "distractor_fraction": 0.25},
     "neg-random": {"appearance": True, "distractor_fraction": 0.25},
     # Input band-limited to the particle scale at training and prediction (a Gaussian of
-    # LOWPASS_SIGMA voxels before normalisation), so the noise above it, whose colour is
-    # what differs most between microscopes, never reaches the network.
+    # LOWPASS_SIGMA voxels before normalisation: `pick train --lowpass 30`,
+    # cryoscout.picking.lowpass), so the noise above it, whose colour is what differs most
+    # between microscopes, never reaches the network.
     "neg-lp": {"appearance": False, "distractor_fraction": 0.25, "lowpass": True},
 }
 LOWPASS_SIGMA = 1.5  # voxels (30 Å): 4cr2's radius is 6.8 voxels
 
 
-def _input(volume: np.ndarray, lowpass: float | None) -> np.ndarray:
-    """What the network is given of a tomogram: as is, or Gaussian low-passed."""
-    if not lowpass:
-        return volume
-    from scipy.ndimage import gaussian_filter
+def _normalization(info) -> dict:
+    """A model's normalisation with its input low-pass, which prediction applies.
 
-    return gaussian_filter(volume.astype(np.float32), lowpass)
+    Models trained before the low-pass was recorded in the normalisation (as ``pick train
+    --lowpass`` does) kept its sigma in ``extra["lowpass_sigma"]``.
+    """
+    sigma = info.extra.get("lowpass_sigma")
+    if sigma and "lowpass_sigma" not in info.normalization:
+        return {**info.normalization, "lowpass_sigma": float(sigma)}
+    return info.normalization
 
 
 def mixture_setting(seed: int) -> dict:
@@ -233,7 +237,7 @@ def train(args) -> None:
     from cryoscout.picking.weights import PickingModelInfo, save_model
 
     torch.set_num_threads(args.threads)
-    name = f"{args.domain}-{args.variant}"
+    name = f"{args.domain}-{args.variant}" + (f"-{args.tag}" if args.tag else "")
     run = args.out / "models" / name
     if (run / "model.pt").is_file():
         print(f"{name}: already trained", flush=True)
@@ -246,7 +250,11 @@ def train(args) -> None:
     lowpass = LOWPASS_SIGMA if variant.get("lowpass") else None
     tomos = [
         prepare_tomogram(
-            _input(s["tomogram"], lowpass), s["particles"], label_r, distractors=s["distractors"]
+            s["tomogram"],
+            s["particles"],
+            label_r,
+            distractors=s["distractors"],
+            lowpass_sigma=lowpass or 0.0,
         )
         for s in sims
     ]
@@ -281,7 +289,10 @@ def train(args) -> None:
         CLASSES,
         label_r,
         args.patch,
-        dict(NORMALIZATION),
+        dict(
+            NORMALIZATION,
+            **({"lowpass_sigma": lowpass, "lowpass_A": lowpass * VOXEL_A} if lowpass else {}),
+        ),
         VOXEL_A,
         extra={
             "domain": args.domain,
@@ -436,10 +447,10 @@ def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
 
     return predict_tomogram(
         model,
-        _input(sim["tomogram"], info.extra.get("lowpass_sigma")),
+        sim["tomogram"],
         tile=args.tile,
         margin=args.margin,
-        normalization=info.normalization,
+        normalization=_normalization(info),
         progress=False,
     ).labels
 
@@ -461,10 +472,10 @@ def cached_probabilities(out: Path, name: str, domain: str, seed: int, args) -> 
     sim = load_sim(out, domain, seed)
     prob = predict_tomogram(
         model,
-        _input(sim["tomogram"], info.extra.get("lowpass_sigma")),
+        sim["tomogram"],
         tile=args.tile,
         margin=args.margin,
-        normalization=info.normalization,
+        normalization=_normalization(info),
         with_probabilities=True,
         progress=False,
     ).probabilities
@@ -603,9 +614,12 @@ def postprocess(args) -> None:
     from cryoscout.picking.weights import load_model
 
     classes = list(range(1, len(CLASSES) + 1))
-    table: dict = {}
+    cache = args.out / "postprocess.json"
+    table: dict = json.loads(cache.read_text()) if cache.is_file() and not args.force else {}
     for run in sorted((args.out / "models").glob("*/model.pt")):
         name = run.parent.name
+        if all(name in table.get(v, {}) for v in POSTPROCESS):
+            continue  # scored before (--force: again)
         _, info = load_model(run)
         home = info.extra["domain"]
         radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
@@ -854,8 +868,11 @@ def main() -> None:
     p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.4,0.5")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="train: appended to the run's name (other budgets)")
     p.add_argument("--no-results", action="store_true")
-    p.add_argument("--force", action="store_true", help="evaluate: ignore cached results")
+    p.add_argument(
+        "--force", action="store_true", help="evaluate, postprocess: ignore cached results"
+    )
     args = p.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     if args.stage == "simulate":

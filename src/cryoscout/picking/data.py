@@ -37,7 +37,10 @@ _MAD_TO_STD = 1.4826  # MAD of a Gaussian times this is its standard deviation
 
 
 def tomogram_stats(
-    volume: np.ndarray, method: str = "robust", max_samples: int = 2_000_000
+    volume: np.ndarray,
+    method: str = "robust",
+    max_samples: int = 2_000_000,
+    lowpass_sigma: float = 0.0,
 ) -> tuple[float, float]:
     """Centre and scale of a tomogram, from a strided subsample.
 
@@ -55,6 +58,9 @@ def tomogram_stats(
         standard deviation (models saved before normalisation version 2).
     max_samples
         Subsample size bound.
+    lowpass_sigma
+        The statistics of the tomogram Gaussian low-passed by this sigma (voxels; the
+        picker's input low-pass, :mod:`cryoscout.picking.lowpass`); 0: as it is.
 
     Returns
     -------
@@ -64,7 +70,12 @@ def tomogram_stats(
     if method not in NORMALIZATION_METHODS:
         raise ValueError(f"normalisation must be one of {NORMALIZATION_METHODS}, got {method!r}")
     step = max(1, int(np.ceil((volume.size / max_samples) ** (1 / 3))))
-    sample = np.asarray(volume[::step, ::step, ::step], dtype=np.float64).ravel()
+    if lowpass_sigma > 0:
+        from cryoscout.picking.lowpass import lowpass_sample
+
+        sample = lowpass_sample(volume, lowpass_sigma, step).astype(np.float64).ravel()
+    else:
+        sample = np.asarray(volume[::step, ::step, ::step], dtype=np.float64).ravel()
     if method == "standardize":
         centre, scale = float(sample.mean()), float(sample.std())
     else:
@@ -166,8 +177,9 @@ def prepare_tomogram(
     clip: float | None = 5.0,
     method: str = NORMALIZATION["method"],
     distractors: pd.DataFrame | None = None,
+    lowpass_sigma: float = 0.0,
 ) -> TrainingTomogram:
-    """Normalise a tomogram and paint its TBall-M labels.
+    """Low-pass (optionally) and normalise a tomogram, and paint its TBall-M labels.
 
     Parameters
     ----------
@@ -184,7 +196,14 @@ def prepare_tomogram(
     distractors
         What is in the tomogram but not annotated (``kind, x, y, z, radius``), for
         negative patches (see :func:`distractor_points`); ``None``: nothing known.
+    lowpass_sigma
+        Gaussian low-pass of the input in voxels before normalisation (the statistics are
+        the filtered tomogram's, as at prediction); 0: none.
     """
+    if lowpass_sigma > 0:
+        from cryoscout.picking.lowpass import lowpass
+
+        volume = lowpass(volume, lowpass_sigma)
     mean, std = tomogram_stats(volume, method)
     vol = normalize(volume, mean, std, clip)
     labels = tball_labels(vol.shape, particles, radius)

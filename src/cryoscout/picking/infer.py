@@ -12,6 +12,11 @@ memory-mapped outputs.
 With ``coord_mode="tomogram"`` networks and tile starts on the network's
 pooling grid, the tiled result equals the whole-volume result wherever the
 margin covers the network's receptive field (tested).
+
+A model trained on low-passed tomograms (``pick train --lowpass``) records the sigma in
+its normalisation; each tile is then filtered from a read with the kernel's margin
+(:func:`cryoscout.picking.lowpass.lowpass_region`) and normalised by the statistics of the
+filtered tomogram, so tiled and whole-volume results agree as without it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryoscout.picking.data import normalization_method, normalize, tomogram_stats
+from cryoscout.picking.lowpass import lowpass_region, recorded_sigma
 from cryoscout.progress import track
 
 
@@ -124,8 +130,9 @@ def predict_tomogram(
         Tile side and discarded margin in voxels.
     normalization
         As recorded with the weights (``picking.data.NORMALIZATION``: median/MAD since
-        version 2; ``{"method": "standardize"}``, mean/std, for older models);
-        ``None`` means the input is already normalised.
+        version 2; ``{"method": "standardize"}``, mean/std, for older models), with the
+        input low-pass when it records ``lowpass_sigma`` (voxels); ``None`` means the
+        input is already filtered and normalised.
     stats
         ``(centre, scale)`` of the tomogram; computed from a subsample when ``None``.
     device
@@ -160,15 +167,20 @@ def predict_tomogram(
             probabilities=np.zeros((k, *shape), np.float32) if with_probabilities else None,
         )
     clip = None
+    sigma = recorded_sigma(normalization)
     if normalization is not None:
         clip = normalization.get("clip")
         if stats is None:
-            stats = tomogram_stats(volume, normalization_method(normalization))
+            method = normalization_method(normalization)
+            stats = tomogram_stats(volume, method, lowpass_sigma=sigma)
     tiles = list(iter_tiles(shape, tile, margin, align=model.stride))[:max_tiles]
     with torch.inference_mode():
         steps = track(tiles, "segmenting", unit="tile") if progress else tiles
         for i, (src, core, inner) in enumerate(steps):
-            block = np.asarray(volume[src], dtype=np.float32)
+            if sigma > 0:
+                block = lowpass_region(volume, src, sigma)
+            else:
+                block = np.asarray(volume[src], dtype=np.float32)
             if normalization is not None:
                 block = normalize(block, stats[0], stats[1], clip)
             x = torch.from_numpy(np.ascontiguousarray(block))[None, None].to(device)

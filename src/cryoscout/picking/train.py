@@ -68,6 +68,7 @@ def train_picker(
     inputs: Mapping[str, Any] | None = None,
     progress: bool = False,
     negatives: Sequence[pd.DataFrame | None] | None = None,
+    lowpass_A: float = 0.0,
 ) -> PickerTrainResult:
     """Train the 3D U-Net on annotated tomograms and write the run folder.
 
@@ -110,6 +111,11 @@ def train_picker(
         membrane: :func:`~cryoscout.picking.data.distractor_points`).
         ``config.distractor_fraction`` of the patches are centred on them (learned
         negatives).
+    lowpass_A
+        Gaussian low-pass of the input, sigma in Å (``pick train --lowpass``; needs
+        ``voxel_size_A``), at training and validation; recorded in the model's
+        normalisation (``lowpass_sigma`` in voxels, ``lowpass_A``) so that prediction
+        applies the same filter. 0: off.
 
     Returns
     -------
@@ -117,11 +123,14 @@ def train_picker(
 
     Raises
     ------
+    ValueError
+        ``lowpass_A`` negative or not finite, or given without ``voxel_size_A``.
     cryoscout.interrupt.Interrupted
         Ctrl-C or SIGTERM (``checkpoints/last.ckpt`` holds the last whole epoch).
     """
     from cryoscout.io.atomic import atomic_path
     from cryoscout.picking.data import NORMALIZATION, prepare_tomogram
+    from cryoscout.picking.lowpass import sigma_voxels
     from cryoscout.picking.module import train_model
     from cryoscout.picking.weights import save_model
     from cryoscout.runinfo import write_run_config
@@ -131,14 +140,23 @@ def train_picker(
     num_classes = len(names)
     radius_map = {int(c): float(r) for c, r in label_radius.items()}
     negatives = list(negatives) if negatives is not None else [None] * len(volumes)
+    normalization = dict(NORMALIZATION)
+    sigma = 0.0
+    if lowpass_A:
+        sigma = sigma_voxels(lowpass_A, voxel_size_A)
+        normalization.update(lowpass_sigma=sigma, lowpass_A=float(lowpass_A))
     prepared = [
-        prepare_tomogram(vol, table, radius_map, NORMALIZATION["clip"], distractors=neg)
+        prepare_tomogram(
+            vol, table, radius_map, NORMALIZATION["clip"], distractors=neg, lowpass_sigma=sigma
+        )
         for vol, table, neg in zip(volumes, tables, negatives, strict=True)
     ]
     hit = {int(c): float(r) for c, r in (particle_radius or radius_map).items()}
     scorer = None
     if validation is not None:
-        scorer = _validation_scorer(*validation, hit, num_classes, names, config.patch_size)
+        scorer = _validation_scorer(
+            *validation, hit, num_classes, names, config.patch_size, normalization
+        )
 
     metrics_path = out_dir / METRICS
     earlier = None
@@ -174,7 +192,7 @@ def train_picker(
         class_names=names,
         radius=radius_map,
         patch_size=config.patch_size,
-        normalization=dict(NORMALIZATION),
+        normalization=normalization,
         voxel_size_A=voxel_size_A,
         extra=extra,
     )
@@ -185,6 +203,7 @@ def train_picker(
         "n_negative_points": int(sum(len(t.negatives) for t in prepared)),
         "class_names": names,
         "label_radius": radius_map,
+        "lowpass_A": float(lowpass_A),
         **{k: v for k, v in config.__dict__.items() if k != "augmentation"},
         "augmentation": dict(config.augmentation.__dict__),
         "final_train_loss": float(history["train_loss"].iloc[-1]),
@@ -197,9 +216,12 @@ def train_picker(
     return PickerTrainResult(model, info, history, record, model_path)
 
 
-def _validation_scorer(volume, truth, hit, num_classes, names, patch):
-    """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on a held-out tomogram."""
-    from cryoscout.picking.data import NORMALIZATION
+def _validation_scorer(volume, truth, hit, num_classes, names, patch, normalization):
+    """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on a held-out tomogram.
+
+    ``normalization`` is the model's (with its low-pass), so validation sees what
+    prediction will.
+    """
     from cryoscout.picking.evaluate import evaluate_picks
     from cryoscout.picking.infer import predict_tomogram
     from cryoscout.picking.mpnms import mp_nms
@@ -209,7 +231,7 @@ def _validation_scorer(volume, truth, hit, num_classes, names, patch):
 
     def score(model) -> dict[str, float]:
         pred = predict_tomogram(
-            model, volume, tile=patch, margin=margin, normalization=NORMALIZATION, progress=False
+            model, volume, tile=patch, margin=margin, normalization=normalization, progress=False
         )
         # Sized by the particle (hit) radius: by the smaller label radius one particle's
         # blob splits into several picks.

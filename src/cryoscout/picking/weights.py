@@ -34,7 +34,8 @@ class PickingModelInfo:
     patch_size
         Training patch side in voxels (the natural inference tile).
     normalization
-        How tomograms are normalised before the network (see ``picking.data.normalize``).
+        How tomograms are normalised before the network (see ``picking.data.normalize``),
+        and low-passed when it holds ``lowpass_sigma`` (voxels; ``picking.lowpass``).
     voxel_size_A
         Voxel size of the training tomograms, when known.
     extra
