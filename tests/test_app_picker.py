@@ -407,3 +407,26 @@ def test_stopping_the_server_interrupts_a_train_job_that_resumes(client, project
     # The run continues: metrics.csv holds every epoch once, the interrupted ones included.
     metrics = pd.read_csv(project["dir"] / "pickers" / str(picker_id) / "metrics.csv")
     assert list(metrics["epoch"]) == list(range(1, epochs + 1))
+
+
+def test_low_pass_is_recorded_and_a_fine_tuned_picker_keeps_its_parents(client, project):
+    import torch
+
+    def train(body) -> dict:
+        r = client.post("/api/picker/train", json={**TINY, "epochs": 1, **body})
+        assert r.status_code == 201, r.text
+        job = wait_job(client, r.json()["job"]["id"])
+        assert job["state"] == "done", job
+        picker_id = r.json()["picker"]["id"]
+        folder = project["dir"] / "pickers" / str(picker_id)
+        norm = torch.load(folder / "model.pt", weights_only=True)["normalization"]
+        return {"id": picker_id, "norm": norm}
+
+    parent = train({"lowpass_A": 40.0})
+    assert parent["norm"]["lowpass_sigma"] == pytest.approx(2.0)  # 40 Å at 20 Å per voxel
+    assert parent["norm"]["lowpass_A"] == 40.0
+    child = train({"init": parent["id"]})  # no low-pass asked: the parent's weights need it
+    assert child["norm"]["lowpass_sigma"] == pytest.approx(2.0)
+    assert client.get(f"/api/pickers/{child['id']}").json()["params"]["lowpass_A"] == 40.0
+    r = client.post("/api/picker/train", json={**TINY, "lowpass_A": -1})
+    assert r.status_code in (400, 422)

@@ -39,6 +39,7 @@ class PickerTrainIn(_Strict):
     ] = pickers.TRAIN_DEFAULTS["channels"]
     batch_size: Annotated[int, Field(ge=1, le=256)] = pickers.TRAIN_DEFAULTS["batch_size"]
     lr: Annotated[float, Field(gt=0, le=1.0)] = pickers.TRAIN_DEFAULTS["lr"]
+    lowpass_A: Annotated[float, Field(ge=0, le=500)] = pickers.TRAIN_DEFAULTS["lowpass_A"]
 
 
 class PickerPredictIn(_Strict):

@@ -41,6 +41,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "channels": [8, 16, 24, 32],
     "batch_size": 4,
     "lr": 3e-3,
+    "lowpass_A": 0.0,  # pick train --lowpass: Gaussian sigma in Å of the input, 0 = off
 }
 STATUSES = ("pending", "accepted", "rejected")
 
@@ -217,9 +218,13 @@ def request_training(project: Project, body: dict[str, Any]) -> tuple[dict, dict
                 f"picker {init} picks {', '.join(parent['classes'])}; train on the same "
                 f"classes in the same order to fine-tune it"
             )
-        # The architecture is the parent's (its weights must fit).
+        # The architecture is the parent's (its weights must fit), and so is the input
+        # filter (its weights learned filtered tomograms).
         opts["patch"] = parent["params"]["patch"]
         opts["channels"] = parent["params"]["channels"]
+        opts["lowpass_A"] = float(parent["params"].get("lowpass_A", 0.0))
+    if opts["lowpass_A"] and not voxel:
+        raise ValueError("a low-pass needs the tomograms' voxel size (their headers have none)")
     params = {
         **opts,
         "tomograms": [int(t["id"]) for t in used_tomos],

@@ -133,6 +133,7 @@ def run_pick_train(project: Project, job: dict, report: Reporter) -> dict:
             run_dir,
             particle_radius={k + 1: float(p["particle_radius"][n]) for k, n in enumerate(names)},
             voxel_size_A=p.get("voxel_size_A"),
+            lowpass_A=float(p.get("lowpass_A", 0.0)),
             on_epoch=on_epoch,
             init=init,
             resume=resume,

@@ -66,6 +66,8 @@ async function startTraining(e) {
   };
   const patch = $("#pt-patch").value.trim();
   if (patch) body.patch = Number(patch);
+  const lowpass = $("#pt-lowpass").value.trim();
+  if (lowpass) body.lowpass_A = Number(lowpass);
   const channels = $("#pt-channels").value.trim();
   if (channels) {
     body.channels = channels.split(/[\s,]+/).filter(Boolean).map(Number);
