@@ -101,6 +101,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     source = load_model(None if args.net == "default" else args.net)
+    if getattr(source, "net", None) is None:
+        p.error(
+            f"{args.net} has no network ({source.kind}): a tree head reads a network's features"
+        )
     head_keys = ("head_fit", "calibration_fit", "head_recipe", "head_seconds")
     meta = {k: v for k, v in source.meta.items() if k not in head_keys}
     net_only = ScoringModel(source.net, meta, source=source.source)
