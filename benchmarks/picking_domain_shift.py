@@ -441,8 +441,8 @@ def evaluate(args) -> None:
         write_text(REPO / "benchmarks" / "results" / "picking_domain_shift.md", _markdown(summary))
 
 
-def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
-    """The network's label map of a simulated tomogram, tiled as the options say."""
+def _segment(model, info, sim: dict, args, **options):
+    """``predict_tomogram`` on a simulated tomogram, tiled as the options say."""
     from cryoscout.picking.infer import predict_tomogram
 
     return predict_tomogram(
@@ -452,7 +452,13 @@ def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
         margin=args.margin,
         normalization=_normalization(info),
         progress=False,
-    ).labels
+        **options,
+    )
+
+
+def segment_tomogram(model, info, sim: dict, args) -> np.ndarray:
+    """The network's label map of a simulated tomogram."""
+    return _segment(model, info, sim, args).labels
 
 
 def cached_probabilities(out: Path, name: str, domain: str, seed: int, args) -> np.ndarray:
@@ -462,7 +468,6 @@ def cached_probabilities(out: Path, name: str, domain: str, seed: int, args) -> 
     ``out/seg/<model>/``; post-processing variants then cost seconds each.
     """
     from cryoscout.io.atomic import atomic_path
-    from cryoscout.picking.infer import predict_tomogram
     from cryoscout.picking.weights import load_model
 
     path = out / "seg" / name / (_sim_path(out, domain, seed).stem + ".npy")
@@ -470,15 +475,7 @@ def cached_probabilities(out: Path, name: str, domain: str, seed: int, args) -> 
         return np.load(path).astype(np.float32)
     model, info = load_model(out / "models" / name / "model.pt")
     sim = load_sim(out, domain, seed)
-    prob = predict_tomogram(
-        model,
-        sim["tomogram"],
-        tile=args.tile,
-        margin=args.margin,
-        normalization=_normalization(info),
-        with_probabilities=True,
-        progress=False,
-    ).probabilities
+    prob = _segment(model, info, sim, args, with_probabilities=True).probabilities
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, prob.astype(np.float16))

@@ -34,6 +34,12 @@ class InputError(CryoscoutError):
         super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextlib.contextmanager
 def stage(name: str, path: str | PathLike | None = None) -> Iterator[None]:
     """Name the stage of work (and its input) that an unexpected exception came from.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryoscout.errors import InputError
+from cryoscout.errors import InputError, first_line
 from cryoscout.io.atomic import atomic_path
 
 FORMAT = "cryoscout-picking-weights"
@@ -143,8 +143,9 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu"):
         model = ResUNet3d(**record["model_config"])
         model.load_state_dict(record["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"weights do not fit the recorded architecture ({first})") from None
+        raise InputError(
+            path, f"weights do not fit the recorded architecture ({first_line(exc)})"
+        ) from None
     model.eval()
     info = PickingModelInfo(
         class_names=list(record.get("class_names", [])),

@@ -328,15 +328,10 @@ class BaselineScorer:
         """
         import pandas as pd
 
-        from cryoscout.screening.data import normalise, resize_stack
+        from cryoscout.screening.data import prepare_stack
         from cryoscout.screening.predict import Predictions
 
-        x = np.asarray(stack, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3 or x.shape[0] == 0:
-            raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
-        x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
+        x = prepare_stack(stack, self.meta["normalisation"], self.size)
         feats = stack_features(x)  # (n, f)
         raw = np.stack([self.trees[s].predict(feats) for s in SCORES], axis=1)
         table = pd.DataFrame(np.clip(raw, 0, 4), columns=list(SCORES))

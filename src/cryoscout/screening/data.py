@@ -64,6 +64,34 @@ def resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
     return out[:, 0].numpy()
 
 
+def prepare_stack(stack: np.ndarray, normalisation: str, size: int) -> np.ndarray:
+    """Squares as a scoring model reads them: normalised (:func:`normalise`), then resized.
+
+    Parameters
+    ----------
+    stack
+        ``(n, h, w)`` squares of one atlas, or one ``(h, w)`` square.
+    normalisation, size
+        The model's (as its squares were prepared for fitting).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, size, size)`` float32.
+
+    Raises
+    ------
+    ValueError
+        If ``stack`` is not one square or a non-empty stack of them.
+    """
+    x = np.asarray(stack, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
+    return resize_stack(normalise(x, normalisation), size)
+
+
 @dataclass
 class ScreeningData:
     """Squares of one or more atlases, normalised per atlas, with their labels.

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cryoscout.errors import InputError
+from cryoscout.errors import InputError, first_line
 from cryoscout.models import SHIPPED, model_file
 from cryoscout.screening.baseline import BASELINE_FORMAT
 from cryoscout.screening.calibration import MonotoneMap
@@ -215,15 +215,10 @@ class ScoringModel:
         import torch
         import torch.nn.functional as F
 
-        from cryoscout.screening.data import normalise, resize_stack
+        from cryoscout.screening.data import prepare_stack
 
-        x = np.asarray(stack, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3 or x.shape[0] == 0:
-            raise ValueError(f"stack must be (n, h, w) with n > 0, not {x.shape}")
-        h, w = x.shape[1:]
-        x = resize_stack(normalise(x, self.meta["normalisation"]), self.size)
+        x = prepare_stack(stack, self.meta["normalisation"], self.size)
+        h, w = np.shape(stack)[-2:]  # attention maps go back to the squares' own size
         from cryoscout.screening.head import atlas_context
         from cryoscout.screening.head import head_inputs as compute_head_inputs
 
@@ -331,9 +326,8 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel | Basel
     except InputError:
         raise
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            path, f"weights do not match the XCryoNet architecture ({first})"
+            path, f"weights do not match the XCryoNet architecture ({first_line(exc)})"
         ) from None
     try:
         head = TreeHead.from_record(record["head"]) if record.get("head") else None
@@ -341,8 +335,7 @@ def load_model(run_dir: str | os.PathLike | None = None) -> ScoringModel | Basel
             s: MonotoneMap.from_record(m) for s, m in (record.get("calibration") or {}).items()
         }
     except (KeyError, AttributeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"broken tree head or calibration ({first})") from None
+        raise InputError(path, f"broken tree head or calibration ({first_line(exc)})") from None
     return ScoringModel(net, meta, source=path, head=head, calibration=calibration)
 
 
@@ -361,5 +354,4 @@ def _load_baseline(record: dict, path: Path) -> BaselineScorer:
     try:
         return BaselineScorer.from_record(record, source=path)
     except (KeyError, AttributeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"broken baseline model ({first})") from None
+        raise InputError(path, f"broken baseline model ({first_line(exc)})") from None
