@@ -430,3 +430,6 @@ def test_low_pass_is_recorded_and_a_fine_tuned_picker_keeps_its_parents(client, 
     assert client.get(f"/api/pickers/{child['id']}").json()["params"]["lowpass_A"] == 40.0
     r = client.post("/api/picker/train", json={**TINY, "lowpass_A": -1})
     assert r.status_code in (400, 422)
+    # 200 Å is 10 voxels, wider than a quarter of the 32-voxel patch (pick train refuses it too)
+    r = client.post("/api/picker/train", json={**TINY, "lowpass_A": 200.0})
+    assert r.status_code == 400 and "quarter of the 32-voxel patch" in r.text, r.text

@@ -23,6 +23,7 @@ import pandas as pd
 from cryoscout.app import db
 from cryoscout.app.project import Conflict, NotFound, Project
 from cryoscout.app.tomograms import TomogramStore
+from cryoscout.picking.lowpass import check_width
 
 #: TBall-M label radius as a fraction of the particle radius (the README's CPU example:
 #: particle radii 9 and 7 voxels, label radii 5 and 4).
@@ -225,6 +226,8 @@ def request_training(project: Project, body: dict[str, Any]) -> tuple[dict, dict
         opts["lowpass_A"] = float(parent["params"].get("lowpass_A", 0.0))
     if opts["lowpass_A"] and not voxel:
         raise ValueError("a low-pass needs the tomograms' voxel size (their headers have none)")
+    if opts["lowpass_A"]:
+        check_width(opts["lowpass_A"], voxel, opts["patch"])
     params = {
         **opts,
         "tomograms": [int(t["id"]) for t in used_tomos],

@@ -111,12 +111,12 @@ def check_lowpass_voxel(
             f"voxel size {voxel:g} Å differs from the first tomogram's {first:g} Å "
             "(--lowpass needs one)",
         )
-    if lowpass / voxel > patch / 4:
-        raise InputError(
-            "--lowpass",
-            f"{lowpass:g} Å is {lowpass / voxel:.1f} voxels at {voxel:g} Å/voxel, wider than "
-            f"a quarter of the {patch}-voxel patch",
-        )
+    from cryoscout.picking.lowpass import check_width
+
+    try:
+        check_width(lowpass, voxel, patch)
+    except ValueError as exc:
+        raise InputError("--lowpass", str(exc)) from None
 
 
 def train(

@@ -39,6 +39,25 @@ def sigma_voxels(lowpass_A: float, voxel_size_A: float) -> float:
     return float(lowpass_A) / float(voxel_size_A)
 
 
+def check_width(lowpass_A: float, voxel_size_A: float, patch: int) -> None:
+    """Refuse a low-pass wider than a quarter of the training patch.
+
+    A wider Gaussian blurs a particle into its whole patch, so the network would see no
+    particle edge to learn from.
+
+    Raises
+    ------
+    ValueError
+        The sigma in voxels is more than ``patch / 4``; the message gives both in voxels.
+    """
+    sigma = sigma_voxels(lowpass_A, voxel_size_A)
+    if sigma > patch / 4:
+        raise ValueError(
+            f"{lowpass_A:g} Å is {sigma:.1f} voxels at {voxel_size_A:g} Å/voxel, wider than "
+            f"a quarter of the {patch}-voxel patch"
+        )
+
+
 def recorded_sigma(normalization: dict | None) -> float:
     """The low-pass sigma (voxels) recorded in a model's normalisation; 0: none."""
     return float((normalization or {}).get("lowpass_sigma") or 0.0)
