@@ -15,6 +15,8 @@ Example::
     $ python benchmarks/make_screening_data.py -o data/screening --atlases 5 --seed 0
     $ python benchmarks/make_screening_data.py -o data/cracks --atlases 6 --seed 1 --crack-scale 2.5
     $ python benchmarks/make_screening_data.py -o data/wide --atlases 12 --seed 5 --wide
+    $ python benchmarks/make_screening_data.py -o data/lowdose --atlases 6 --seed 20 --wide \\
+        --dose 45 90
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def atlas_config(
     crack_scale: float = 1.0,
     defect_scale: float = 1.0,
     wide: bool = False,
+    dose: tuple[float, float] | None = None,
 ) -> AtlasConfig:
     """A varied atlas configuration: the diversity a model must not overfit to.
 
@@ -48,7 +51,9 @@ def atlas_config(
     defect rates (broken, contamination, dry, bent bars), so that rare defects
     can be made common enough to learn; 1 keeps the usual mix. ``wide`` also
     varies the holey film (every type the simulator knows) and widens pixel
-    sizes to 350-750 nm, ice to 50-200 nm and the dose to 50-250 counts.
+    sizes to 350-750 nm, ice to 50-200 nm and the dose to 50-250 counts;
+    ``dose`` (low, high) overrides the dose range (e.g. to make low-dose atlases,
+    where shot noise hides cracks, common enough to learn).
     """
     scale = rng.uniform(0.5, 2.0) * defect_scale
     mesh = int(rng.choice([200, 300, 300, 400]))
@@ -65,7 +70,7 @@ def atlas_config(
         contamination_rate=float(np.clip(0.25 * rng.uniform(0.5, 2.0) * defect_scale, 0, 0.6)),
         dry_rate=float(0.05 * rng.uniform(0.5, 2.0) * defect_scale),
         bent_bar_rate=float(0.03 * scale),
-        dose=float(rng.uniform(*((50, 250) if wide else (60, 200)))),
+        dose=float(rng.uniform(*(dose or ((50, 250) if wide else (60, 200))))),
         label_noise=0.3,
     )
 
@@ -118,11 +123,20 @@ def main() -> None:
     p.add_argument("--crack-scale", type=float, default=1.0, help="Crack rate multiplier.")
     p.add_argument("--defect-scale", type=float, default=1.0, help="Other defects' multiplier.")
     p.add_argument("--wide", action="store_true", help="Vary films; wider pixel sizes, ice, dose.")
+    p.add_argument(
+        "--dose",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="Dose range, counts per pixel (default 60-200, --wide 50-250).",
+    )
     p.add_argument("--crop-truth", action="store_true", help="Skip extraction; crop at truth.")
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     for i in track(range(args.atlases), "atlases", unit="atlas"):
-        cfg = atlas_config(rng, args.tiles, args.crack_scale, args.defect_scale, args.wide)
+        cfg = atlas_config(
+            rng, args.tiles, args.crack_scale, args.defect_scale, args.wide, args.dose
+        )
         seed = int(rng.integers(2**31))
         folder = args.out / f"atlas{i:02d}"
         if (folder / "labels.csv").is_file():

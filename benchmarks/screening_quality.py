@@ -17,7 +17,11 @@ One run does everything the issue asks to compare:
    the equal-labels comparison):
 
 * MAD and Spearman rank correlation per score (every atlas is unseen: a
-  by-grid split);
+  by-grid split); for cracking and contamination, where most squares are truly
+  0 (one tied rank), also the Spearman ceiling, the most any score that gives
+  every square its own value can reach (levels in the right order, ties broken
+  at random; :func:`spearman_ceiling`), and the AUC of telling squares with
+  any crack (contamination) from those with none;
 * top-20 hit rate: of each atlas's 20 full squares ranked best by predicted
   overall, the share truly among the best (true overall 4 where the atlas has
   20 such squares, else at least the 20th best true overall); worst atlas and mean;
@@ -45,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cryoscout.io.atomic import write_text
@@ -143,6 +148,20 @@ def top_k_hits(pred: np.ndarray, true: np.ndarray, k: int = TOP_K) -> float:
     return float(np.mean(true[chosen] >= threshold))
 
 
+def spearman_ceiling(true: np.ndarray) -> float:
+    """The highest Spearman correlation with ``true`` of a score without ties.
+
+    Spearman is Pearson's correlation of ranks. Squares of one true level share
+    one (mid)rank; a score that gives each its own value spreads them over the
+    level's ranks, which costs correlation however the level is ordered inside
+    (the truth is constant there, so the order inside a level does not change
+    the covariance). The best such score ranks the levels in order.
+    """
+    t = np.asarray(true, dtype=np.float64)
+    untied = np.lexsort((np.arange(len(t)), t)).argsort()  # levels in order, ties by position
+    return float(spearmanr(untied, t).statistic)
+
+
 def summarise(df: pd.DataFrame) -> dict:
     """The issue's figures for one model's predictions of every unseen atlas."""
     out: dict = {}
@@ -150,6 +169,10 @@ def summarise(df: pd.DataFrame) -> dict:
         out[f"{s} MAD"] = float(np.mean(np.abs(df[s] - df[f"{s}_true"])))
     for s in SCORES:
         out[f"{s} Spearman"] = float(spearmanr(df[s], df[f"{s}_true"]).statistic)
+    for s in ("cracking", "contamination"):
+        true = df[f"{s}_true"].to_numpy()
+        out[f"{s} Spearman ceiling (scores without ties)"] = spearman_ceiling(true)
+        out[f"{s} AUC, any vs none"] = float(roc_auc_score(true > 0, df[s]))
     hits = [top_k_hits(g["overall"].to_numpy(), g["overall_true"].to_numpy()) for _, g in
             df.groupby("atlas")]  # fmt: skip
     out["top-20 hit rate, worst atlas"] = min(hits)
