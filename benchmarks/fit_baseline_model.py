@@ -18,7 +18,8 @@ Example (the shipped baseline: the labels the shipped network and its tree head 
     $ nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/fit_baseline_model.py \\
         /tmp/s12/{train_a,train_b,head_a,head_b,head_w,calib,calib_w}/atlas* \\
         /tmp/s13/{train_w,train_wc,head_w2,calib_w2}/atlas* \\
-        --cache /tmp/s12/quality/cache -o /tmp/s13/baseline_gbt.pt --seed 0 --install
+        /tmp/s14/{train_ld,train_w3,train_ld2,head_ld,head_w3,calib_ld}/atlas* \\
+        --cache /tmp/s12/quality/cache -o /tmp/s14/baseline_gbt.pt --seed 0 --install
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
 3. The result goes to ``-o`` (and with ``--install`` into the package as the
    default model, ``default_xcryonet.pt`` + ``.json``).
 
-Example (the shipped default: the stage-3 network of ``train_default_model.py``)::
+Example (the shipped default: the stage-4 network of ``train_default_model.py``)::
 
     $ python benchmarks/make_screening_data.py -o /tmp/s12/head_a --atlases 10 --seed 3
     $ python benchmarks/make_screening_data.py -o /tmp/s12/head_b --atlases 4 --seed 4 \\
@@ -22,10 +22,16 @@ Example (the shipped default: the stage-3 network of ``train_default_model.py``)
     $ python benchmarks/make_screening_data.py -o /tmp/s12/calib --atlases 4 --seed 2
     $ python benchmarks/make_screening_data.py -o /tmp/s12/calib_w --atlases 4 --seed 6 --wide
     $ python benchmarks/make_screening_data.py -o /tmp/s13/calib_w2 --atlases 4 --seed 10 --wide
-    $ python benchmarks/fit_tree_head.py --net /tmp/s13/net_w_run/model.pt --hand fast \\
+    $ python benchmarks/make_screening_data.py -o /tmp/s14/head_ld --atlases 6 --seed 22 \\
+        --wide --dose 45 90
+    $ python benchmarks/make_screening_data.py -o /tmp/s14/head_w3 --atlases 4 --seed 23 --wide
+    $ python benchmarks/make_screening_data.py -o /tmp/s14/calib_ld --atlases 3 --seed 24 \\
+        --wide --dose 45 90
+    $ python benchmarks/fit_tree_head.py --net /tmp/s14/net_run2/model.pt --hand fast \\
         --threads 2 --head-data /tmp/s12/head_a/atlas0* /tmp/s12/head_b/atlas0* \\
-        /tmp/s12/head_w/atlas* /tmp/s13/head_w2/atlas* --calib-data /tmp/s12/calib/atlas0* \\
-        /tmp/s12/calib_w/atlas0* /tmp/s13/calib_w2/atlas0* -o /tmp/s13/hybrid_w2.pt --install
+        /tmp/s12/head_w/atlas* /tmp/s13/head_w2/atlas* /tmp/s14/head_ld/atlas* \\
+        /tmp/s14/head_w3/atlas* --calib-data /tmp/s12/calib/atlas0* /tmp/s12/calib_w/atlas0* \\
+        /tmp/s13/calib_w2/atlas0* /tmp/s14/calib_ld/atlas0* -o /tmp/s14/hybrid_new2.pt --install
 """
 
 from __future__ import annotations

@@ -34,12 +34,31 @@ Recipe of the shipped model (2 CPU cores, shared)::
         /tmp/s13/train_w/atlas0* /tmp/s13/train_wc/atlas0* --run /tmp/s13/net_w_run \
         --init STAGE2.pt --epochs 2 --max-minutes 45 --lr 5e-4 --seed 2 --threads 2 --no-install
 
+    # stage 4 (the network of today's default, issue 12 round 4): low-dose atlases (45-90
+    # counts per pixel, where shot noise read as cracks) and more wide ones, from stage 3, in
+    # two runs (the second with a lower rate and 6 more low-dose atlases)
+    $ python benchmarks/make_screening_data.py -o /tmp/s14/train_ld --atlases 6 --seed 20 \
+        --wide --dose 45 90
+    $ python benchmarks/make_screening_data.py -o /tmp/s14/train_w3 --atlases 4 --seed 21 --wide
+    $ python benchmarks/make_screening_data.py -o /tmp/s14/train_ld2 --atlases 6 --seed 25 \
+        --wide --dose 45 90
+    $ python benchmarks/train_default_model.py STAGE1_2_3_DATA /tmp/s14/train_ld/atlas0* \
+        /tmp/s14/train_w3/atlas0* --run /tmp/s14/net_run --init /tmp/s13/net_w_run/model.pt \
+        --epochs 2 --max-minutes 40 --lr 4e-4 --seed 3 --threads 2 --no-install
+    $ python benchmarks/train_default_model.py STAGE1_2_3_DATA /tmp/s14/train_ld/atlas0* \
+        /tmp/s14/train_w3/atlas0* /tmp/s14/train_ld2/atlas0* --run /tmp/s14/net_run2 \
+        --init /tmp/s14/net_run/model.pt --epochs 1 --max-minutes 30 --lr 2e-4 --seed 4 \
+        --threads 2 --no-install
+
 (stage 1 ran as 3 epochs, then resumed to 6 with Lightning's checkpoint; see
 ``benchmarks/results/screening.md``; stage 3 stopped at its 45-minute limit after 13,100
 squares, about 0.65 epoch, at 4.8 squares/s on cores shared with other jobs; its atlases
 /tmp/h4/data and /tmp/h10/train are /tmp/s12/train_a and train_b of
-``benchmarks/results/screening_quality.md``). The tree head and calibration of the shipped
-default are then fitted by ``benchmarks/fit_tree_head.py`` (recipe there). Evaluate with
+``benchmarks/results/screening_quality.md``; STAGE1_2_3_DATA is stage 3's four folders;
+stage 4's runs took 52,300 squares (1.8 epochs of 28,740 labels) at 21 squares/s, then
+25,400 (0.76 epoch of 33,408) at 14 squares/s while benchmarks shared the cores). The tree
+head and calibration of the shipped default are then fitted by
+``benchmarks/fit_tree_head.py`` (recipe there). Evaluate with
 ``benchmarks/evaluate_default_model.py``.
 """
 
