@@ -134,7 +134,9 @@ def test_appearance_randomisation_moves_nothing_and_keeps_the_scale():
         # The (blurred, noisier) dark ball is still where its label is: the image
         # matches the label best at zero shift.
         corr = np.fft.irfftn(
-            np.fft.rfftn(-out_img) * np.conj(np.fft.rfftn(labels.astype(float))), s=labels.shape
+            np.fft.rfftn(-out_img) * np.conj(np.fft.rfftn(labels.astype(float))),
+            s=labels.shape,
+            axes=(0, 1, 2),
         )
         assert np.unravel_index(np.argmax(corr), corr.shape) == (0, 0, 0)
 

@@ -302,7 +302,8 @@ def randomize_appearance(
         # noise spectrum, no structure.
         spectrum = np.fft.rfftn(x - smooth)
         phases = np.exp(2j * np.pi * rng.random(spectrum.shape))
-        x = restore(smooth + np.fft.irfftn(spectrum * phases, s=x.shape))
+        back = np.fft.irfftn(spectrum * phases, s=x.shape, axes=tuple(range(x.ndim)))
+        x = restore(smooth + back)
     level = rng.uniform(*aug.noise_level)
     if level > 0:
         noise = coloured_noise(x.shape, float(rng.uniform(*aug.noise_slope)), rng)
