@@ -247,14 +247,14 @@ def train(args) -> None:
     radii = sims[0]["radii"]
     label_r = {c: float(max(1, round(args.label_frac * r))) for c, r in radii.items()}
     variant = VARIANTS[args.variant]
-    lowpass = LOWPASS_SIGMA if variant.get("lowpass") else None
+    lowpass = LOWPASS_SIGMA if variant.get("lowpass") else 0.0
     tomos = [
         prepare_tomogram(
             s["tomogram"],
             s["particles"],
             label_r,
             distractors=s["distractors"],
-            lowpass_sigma=lowpass or 0.0,
+            lowpass_sigma=lowpass,
         )
         for s in sims
     ]
@@ -300,7 +300,6 @@ def train(args) -> None:
             "patches": args.epochs * args.samples,
             "train_seconds": round(seconds, 0),
             "particle_radius": {str(c): r for c, r in radii.items()},
-            "lowpass_sigma": lowpass,
         },
     )
     save_model(run / "model.pt", model, info)

@@ -224,9 +224,9 @@ def request_training(project: Project, body: dict[str, Any]) -> tuple[dict, dict
         opts["patch"] = parent["params"]["patch"]
         opts["channels"] = parent["params"]["channels"]
         opts["lowpass_A"] = float(parent["params"].get("lowpass_A", 0.0))
-    if opts["lowpass_A"] and not voxel:
-        raise ValueError("a low-pass needs the tomograms' voxel size (their headers have none)")
     if opts["lowpass_A"]:
+        if not voxel:
+            raise ValueError("a low-pass needs the tomograms' voxel size (their headers have none)")
         check_width(opts["lowpass_A"], voxel, opts["patch"])
     params = {
         **opts,
