@@ -17,6 +17,8 @@ Example::
     $ python benchmarks/make_screening_data.py -o data/wide --atlases 12 --seed 5 --wide
     $ python benchmarks/make_screening_data.py -o data/lowdose --atlases 6 --seed 20 --wide \\
         --dose 45 90
+    $ python benchmarks/make_screening_data.py -o data/thin --atlases 6 --seed 30 --wide \\
+        --ice 40 80
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def atlas_config(
     defect_scale: float = 1.0,
     wide: bool = False,
     dose: tuple[float, float] | None = None,
+    ice: tuple[float, float] | None = None,
 ) -> AtlasConfig:
     """A varied atlas configuration: the diversity a model must not overfit to.
 
@@ -53,7 +56,9 @@ def atlas_config(
     varies the holey film (every type the simulator knows) and widens pixel
     sizes to 350-750 nm, ice to 50-200 nm and the dose to 50-250 counts;
     ``dose`` (low, high) overrides the dose range (e.g. to make low-dose atlases,
-    where shot noise hides cracks, common enough to learn).
+    where shot noise hides cracks, common enough to learn) and ``ice`` (low,
+    high) the range of the atlas's mean ice thickness in nm (e.g. thin-ice
+    atlases, where the rubric's ice quality turns on a few nm).
     """
     scale = rng.uniform(0.5, 2.0) * defect_scale
     mesh = int(rng.choice([200, 300, 300, 400]))
@@ -64,7 +69,7 @@ def atlas_config(
         pixel_size_nm=float(rng.uniform(*((350, 750) if wide else (400, 650)))),
         tiles_x=tiles,
         tiles_y=tiles,
-        ice_mean_nm=float(rng.uniform(*((50, 200) if wide else (60, 180)))),
+        ice_mean_nm=float(rng.uniform(*(ice or ((50, 200) if wide else (60, 180))))),
         broken_rate=float(0.08 * scale),
         crack_rate=float(np.clip(0.12 * rng.uniform(0.5, 2.5) * crack_scale, 0, 0.5)),
         contamination_rate=float(np.clip(0.25 * rng.uniform(0.5, 2.0) * defect_scale, 0, 0.6)),
@@ -130,12 +135,19 @@ def main() -> None:
         metavar=("LOW", "HIGH"),
         help="Dose range, counts per pixel (default 60-200, --wide 50-250).",
     )
+    p.add_argument(
+        "--ice",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="Range of the atlas's mean ice thickness, nm (default 60-180, --wide 50-200).",
+    )
     p.add_argument("--crop-truth", action="store_true", help="Skip extraction; crop at truth.")
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
     for i in track(range(args.atlases), "atlases", unit="atlas"):
         cfg = atlas_config(
-            rng, args.tiles, args.crack_scale, args.defect_scale, args.wide, args.dose
+            rng, args.tiles, args.crack_scale, args.defect_scale, args.wide, args.dose, args.ice
         )
         seed = int(rng.integers(2**31))
         folder = args.out / f"atlas{i:02d}"
