@@ -8,7 +8,9 @@
    network's own scores).
 2. The network (+ head) scores ``--calib-data``, more atlases seen by neither,
    and a monotone map per score from predicted to labeled scores is fitted
-   (:mod:`cryoscout.screening.calibration`).
+   (:mod:`cryoscout.screening.calibration`), with a zero point for the scores
+   of ``--zero-point`` (default cracking and contamination: squares more
+   likely clean than not score exactly 0).
 3. The result goes to ``-o`` (and with ``--install`` into the package as the
    default model, ``default_xcryonet.pt`` + ``.json``).
 
@@ -97,6 +99,8 @@ def main() -> None:
     p.add_argument("--head-data", nargs="+", type=Path, default=[], help="Head's atlases.")
     p.add_argument("--calib-data", nargs="+", type=Path, default=[], help="Calibration atlases.")
     p.add_argument("--no-head", action="store_true", help="Calibrate the network alone.")
+    p.add_argument("--zero-point", nargs="*", choices=SCORES, default=["cracking", "contamination"],
+                   help="Scores whose calibration has a zero point (none: no value).")  # fmt: skip
     p.add_argument("--hand", choices=HAND_FEATURES, default="all", help="Hand-made features.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
@@ -132,11 +136,15 @@ def main() -> None:
     calibration = {}
     if args.calib_data:
         pred, _, labels = scored(model, args.calib_data, None, None)
-        calibration = {s: MonotoneMap.fit(pred[:, j], labels[:, j]) for j, s in enumerate(SCORES)}
+        calibration = {
+            s: MonotoneMap.fit(pred[:, j], labels[:, j], zero_point=s in args.zero_point)
+            for j, s in enumerate(SCORES)
+        }
         record["calibration_fit"] = {
             "data": [str(f) for f in args.calib_data],
             "n_labeled": len(labels),
             "breakpoints": {s: len(m.x) for s, m in calibration.items()},
+            "zero_below": {s: m.zero_below for s, m in calibration.items() if s in args.zero_point},
         }
     record["head_seconds"] = round(time.perf_counter() - start, 1)
     extra = {k: v for k, v in meta.items() if k not in ("variant", "size", "width",
@@ -146,6 +154,7 @@ def main() -> None:
         + (" --no-head" if args.no_head else " --head-data " + " ".join(map(str, args.head_data)))
         + ("" if args.no_head else f" --hand {args.hand}")
         + (" --calib-data " + " ".join(map(str, args.calib_data)) if args.calib_data else "")
+        + (" --zero-point " + " ".join(args.zero_point) if args.calib_data else "")
         + f" --seed {args.seed}"
     )
     save_model(args.out, source.net, meta["normalisation"], head=head, calibration=calibration,

@@ -72,6 +72,52 @@ def test_monotone_map_record_must_be_monotone():
         MonotoneMap.from_record(bad)
 
 
+def test_zero_point_cut_is_where_defects_become_more_likely_than_not():
+    # By hand: at predicted 1 a quarter of the squares are cracked, at 2 three
+    # quarters; the share crosses one half half-way, at 1.5.
+    predicted = np.repeat([0.0, 1.0, 2.0, 3.0], 4)
+    true = np.array([0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 2, 3, 3, 4, 4, 4], dtype=float)
+    cal = MonotoneMap.fit(predicted, true, zero_point=True)
+    assert cal.zero_below == pytest.approx(1.5)
+    plain = MonotoneMap.fit(predicted, true)
+    assert plain.zero_below == -np.inf
+    # Below the cut exactly 0 (the plain map gives the mean truth, 0.5 at 1.0);
+    # from the cut on, the same values as without a zero point.
+    assert cal(np.array([1.0, 1.49])).tolist() == [0.0, 0.0]
+    assert plain(1.0) == pytest.approx(0.5)
+    np.testing.assert_array_equal(cal(np.array([1.5, 2.0, 3.0])), plain(np.array([1.5, 2.0, 3.0])))
+    grid = np.linspace(-1, 5, 300)
+    assert np.all(np.diff(cal(grid)) >= 0)
+
+
+def test_zero_point_ties_clean_squares_and_raises_spearman():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    true = np.where(rng.random(3000) < 0.8, 0, rng.integers(1, 5, 3000)).astype(float)
+    predicted = np.clip(0.9 * true + 0.35 * rng.normal(size=3000), 0, None)  # noisy near 0
+    half = slice(0, 1500)  # fit on one half, judge on the other
+    cal = MonotoneMap.fit(predicted[half], true[half], zero_point=True)
+    plain = MonotoneMap.fit(predicted[half], true[half])
+    test_p, test_t = predicted[1500:], true[1500:]
+    zeroed = cal(test_p) == 0
+    assert 0.9 < zeroed[test_t == 0].mean() and zeroed[test_t > 0].mean() < 0.2
+    assert spearmanr(cal(test_p), test_t).statistic > spearmanr(plain(test_p), test_t).statistic
+    # Squares above the cut keep their calibrated values, and so their order.
+    kept = ~zeroed
+    np.testing.assert_array_equal(cal(test_p)[kept], plain(test_p)[kept])
+
+
+def test_zero_point_survives_the_record_and_older_records_have_none():
+    cal = MonotoneMap(np.array([0.0, 4.0]), np.array([0.0, 4.0]), zero_below=0.7)
+    back = MonotoneMap.from_record(cal.to_record())
+    assert back.zero_below == pytest.approx(0.7) and back(0.69) == 0.0 and back(0.71) > 0.7
+    old = {"x": torch.tensor([0.0, 4.0], dtype=torch.float64), "y": torch.tensor([0.0, 4.0])}
+    assert MonotoneMap.from_record(old).zero_below == -np.inf
+    with pytest.raises(ValueError, match="zero point"):
+        MonotoneMap.from_record({**old, "zero_below": torch.tensor(float("nan"))})
+
+
 @pytest.fixture(scope="module")
 def head_model(tmp_path_factory):
     """A tiny network with a tree head fitted on its inputs, and calibration; saved."""

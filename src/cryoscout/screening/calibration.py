@@ -7,6 +7,15 @@ atlases the model did not train on, moves each prediction to the mean true
 score of squares predicted alike, without changing the ranking. It is stored as
 two arrays (the map's breakpoints) and applied by linear interpolation, as
 :class:`sklearn.isotonic.IsotonicRegression` predicts.
+
+For a defect score (cracking, contamination) 0 means something else than a
+small number: no defect at all, which most squares are. A map may also have a
+*zero point*: below a cut in the predicted score, where squares are more
+likely free of the defect than not (the isotonic estimate of
+``P(true > 0 | predicted)``, fitted on the same held-out squares, is below
+one half), the calibrated score is exactly 0. Those squares tie, as their
+truth does, instead of being spread over small values that rank them by
+noise; the order of every other square is kept.
 """
 
 from __future__ import annotations
@@ -26,13 +35,24 @@ class MonotoneMap:
         ``(k,)`` increasing breakpoints (predicted scores).
     y
         ``(k,)`` non-decreasing values at the breakpoints (calibrated scores).
+    zero_below
+        Predicted scores below this calibrate to exactly 0 (the zero point;
+        ``-inf``: none).
     """
 
     x: np.ndarray
     y: np.ndarray
+    zero_below: float = -np.inf
 
     @classmethod
-    def fit(cls, predicted: np.ndarray, true: np.ndarray, low: float = 0.0, high: float = 4.0):
+    def fit(
+        cls,
+        predicted: np.ndarray,
+        true: np.ndarray,
+        low: float = 0.0,
+        high: float = 4.0,
+        zero_point: bool = False,
+    ) -> MonotoneMap:
         """Isotonic regression of ``true`` on ``predicted`` (NaN pairs ignored).
 
         Parameters
@@ -41,6 +61,9 @@ class MonotoneMap:
             ``(n,)`` scores of the same squares.
         low, high
             Bounds of the calibrated scores.
+        zero_point
+            Also fit the zero point (module docstring): the lowest predicted
+            score at which at least half the squares have ``true > 0``.
 
         Returns
         -------
@@ -54,17 +77,22 @@ class MonotoneMap:
         if ok.sum() < 2:
             raise ValueError("calibration needs at least two labeled squares")
         iso = IsotonicRegression(y_min=low, y_max=high, out_of_bounds="clip").fit(p[ok], t[ok])
-        return cls(x=np.asarray(iso.X_thresholds_, np.float64), y=np.asarray(iso.y_thresholds_))
+        x, y = np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_)
+        return cls(x=x, y=y, zero_below=_zero_cut(p[ok], t[ok] > 0) if zero_point else -np.inf)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         """Calibrated ``values`` (any shape)."""
-        return np.interp(np.asarray(values, dtype=np.float64), self.x, self.y)
+        v = np.asarray(values, dtype=np.float64)
+        out = np.interp(v, self.x, self.y)
+        return np.where(v < self.zero_below, 0.0, out)
 
     def to_record(self) -> dict:
         """Tensors for a ``weights_only`` model file."""
         import torch
 
-        return {"x": torch.from_numpy(self.x.copy()), "y": torch.from_numpy(self.y.copy())}
+        cut = torch.tensor(float(self.zero_below), dtype=torch.float64)
+        return {"x": torch.from_numpy(self.x.copy()), "y": torch.from_numpy(self.y.copy()),
+                "zero_below": cut}  # fmt: skip
 
     @classmethod
     def from_record(cls, record: dict) -> MonotoneMap:
@@ -75,4 +103,26 @@ class MonotoneMap:
             raise ValueError("calibration breakpoints must be two 1-D arrays of one length")
         if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0):
             raise ValueError("calibration map is not monotone")
-        return cls(x=x, y=y)
+        cut = float(record["zero_below"]) if "zero_below" in record else -np.inf  # older files
+        if np.isnan(cut) or cut == np.inf:
+            raise ValueError(f"calibration zero point must be finite or -inf, not {cut}")
+        return cls(x=x, y=y, zero_below=cut)
+
+
+def _zero_cut(predicted: np.ndarray, defect: np.ndarray) -> float:
+    """Lowest prediction at which at least half the squares have the defect (``-inf``: none)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    if defect.all() or not defect.any():
+        return -np.inf
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0).fit(predicted, defect.astype(np.float64))
+    x, share = np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_)
+    above = np.flatnonzero(share >= 0.5)
+    if len(above) == 0:
+        return float(x[-1]) + 1.0  # never more likely than not: every square is clean
+    k = int(above[0])
+    if k == 0:
+        return -np.inf  # already at the lowest prediction
+    # where the piecewise-linear estimate crosses one half between the two breakpoints
+    x0, x1, s0, s1 = x[k - 1], x[k], share[k - 1], share[k]
+    return float(x0 + (0.5 - s0) / (s1 - s0) * (x1 - x0)) if s1 > s0 else float(x1)

@@ -7,7 +7,8 @@ package) is a plain dictionary readable with ``torch.load(weights_only=True)``::
      "meta": {"variant", "size", "width", "normalisation", "cryoscout_version", ...},
      "state_dict": {...},
      "head": None or a tree head (screening/head.py: trees as tensors),
-     "calibration": {} or score -> {"x", "y"} monotone map (screening/calibration.py)}
+     "calibration": {} or score -> {"x", "y"[, "zero_below"]} monotone map
+                    (screening/calibration.py; files without "zero_below" have no zero point)}
 
 Version 1 files (the network alone) still load. With a head, the scores come
 from the head (which reads the network's features); with a calibration, each
