@@ -4,9 +4,17 @@ A regression model trained with a squared loss pulls both ends of the 0-4 scale
 towards the middle (a clean square gets a cracking score of 0.7). A monotone
 (isotonic) map from predicted to true scores, fitted on labeled squares of
 atlases the model did not train on, moves each prediction to the mean true
-score of squares predicted alike, without changing the ranking. It is stored as
-two arrays (the map's breakpoints) and applied by linear interpolation, as
+score of squares predicted alike. It is stored as two arrays (the map's
+breakpoints) and applied by linear interpolation, as
 :class:`sklearn.isotonic.IsotonicRegression` predicts.
+
+An isotonic map is flat wherever the held-out squares cannot tell predictions
+apart on average, most of all at the top: every square predicted above some
+value gets the same overall score, and the operator's top 20 would be chosen
+among them by square number. So the fitted map is blended with a straight
+line through the range of the predictions (weight ``TIE_BREAK``, 1 %): it moves
+no score by more than 0.04 and is strictly increasing over the predictions'
+range, which keeps the model's own order where the isotonic map would tie it.
 
 For a defect score (cracking, contamination) 0 means something else than a
 small number: no defect at all, which most squares are. A map may also have a
@@ -23,6 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+#: Weight of the straight line blended into a fitted map, so that it never ties two predictions.
+TIE_BREAK = 0.01
 
 
 @dataclass
@@ -53,7 +64,7 @@ class MonotoneMap:
         high: float = 4.0,
         zero_point: bool = False,
     ) -> MonotoneMap:
-        """Isotonic regression of ``true`` on ``predicted`` (NaN pairs ignored).
+        """Isotonic regression of ``true`` on ``predicted`` (NaN pairs ignored), tie-broken.
 
         Parameters
         ----------
@@ -78,6 +89,9 @@ class MonotoneMap:
             raise ValueError("calibration needs at least two labeled squares")
         iso = IsotonicRegression(y_min=low, y_max=high, out_of_bounds="clip").fit(p[ok], t[ok])
         x, y = np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_)
+        if x[-1] > x[0]:  # linear between the breakpoints, so blending them blends the maps
+            line = low + (high - low) * (x - x[0]) / (x[-1] - x[0])
+            y = (1 - TIE_BREAK) * y + TIE_BREAK * line
         return cls(x=x, y=y, zero_below=_zero_cut(p[ok], t[ok] > 0) if zero_point else -np.inf)
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
