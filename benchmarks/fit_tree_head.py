@@ -14,7 +14,9 @@
 3. The result goes to ``-o`` (and with ``--install`` into the package as the
    default model, ``default_xcryonet.pt`` + ``.json``).
 
-Example (the shipped default: the stage-4 network of ``train_default_model.py``)::
+Example (the shipped default: the stage-4 network of ``train_default_model.py``; round 5 of
+``benchmarks/results/screening_quality.md`` refitted the same head with the zero point and the
+tie-break of the calibration, which the defaults now give)::
 
     $ python benchmarks/make_screening_data.py -o /tmp/s12/head_a --atlases 10 --seed 3
     $ python benchmarks/make_screening_data.py -o /tmp/s12/head_b --atlases 4 --seed 4 \\
@@ -33,7 +35,7 @@ Example (the shipped default: the stage-4 network of ``train_default_model.py``)
         --threads 2 --head-data /tmp/s12/head_a/atlas0* /tmp/s12/head_b/atlas0* \\
         /tmp/s12/head_w/atlas* /tmp/s13/head_w2/atlas* /tmp/s14/head_ld/atlas* \\
         /tmp/s14/head_w3/atlas* --calib-data /tmp/s12/calib/atlas0* /tmp/s12/calib_w/atlas0* \\
-        /tmp/s13/calib_w2/atlas0* /tmp/s14/calib_ld/atlas0* -o /tmp/s14/hybrid_new2.pt --install
+        /tmp/s13/calib_w2/atlas0* /tmp/s14/calib_ld/atlas0* -o /tmp/s15/final.pt --install
 """
 
 from __future__ import annotations
