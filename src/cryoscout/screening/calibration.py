@@ -137,6 +137,5 @@ def _zero_cut(predicted: np.ndarray, defect: np.ndarray) -> float:
     k = int(above[0])
     if k == 0:
         return -np.inf  # already at the lowest prediction
-    # where the piecewise-linear estimate crosses one half between the two breakpoints
-    x0, x1, s0, s1 = x[k - 1], x[k], share[k - 1], share[k]
-    return float(x0 + (0.5 - s0) / (s1 - s0) * (x1 - x0)) if s1 > s0 else float(x1)
+    # where the piecewise-linear estimate crosses one half (share[k - 1] < 0.5 <= share[k])
+    return float(np.interp(0.5, share[k - 1 : k + 1], x[k - 1 : k + 1]))
