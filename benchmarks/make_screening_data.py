@@ -19,12 +19,15 @@ Example::
         --dose 45 90
     $ python benchmarks/make_screening_data.py -o data/thin --atlases 6 --seed 30 --wide \\
         --ice 40 80
+    $ python benchmarks/make_screening_data.py -o data/paper --atlases 12 --size 640 \\
+        --tiles 10 --square-px 600 680 --jobs 12
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -142,28 +145,56 @@ def main() -> None:
         metavar=("LOW", "HIGH"),
         help="Range of the atlas's mean ice thickness, nm (default 60-180, --wide 50-200).",
     )
+    p.add_argument(
+        "--square-px",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="Draw the pixel size so that one lattice pitch spans LOW-HIGH pixels "
+        "(the paper's 640 px squares: 600 680, with --tiles 10).",
+    )
     p.add_argument("--crop-truth", action="store_true", help="Skip extraction; crop at truth.")
+    p.add_argument("--jobs", type=int, default=1, help="Atlases built at once (processes).")
     args = p.parse_args()
+    # Every configuration and seed is drawn first, so --jobs never changes the data.
     rng = np.random.default_rng(args.seed)
-    for i in track(range(args.atlases), "atlases", unit="atlas"):
+    work = []
+    for i in range(args.atlases):
         cfg = atlas_config(
             rng, args.tiles, args.crack_scale, args.defect_scale, args.wide, args.dose, args.ice
         )
         seed = int(rng.integers(2**31))
+        if args.square_px:
+            pitch_um = MESH_SPECS[cfg.mesh][0]
+            cfg = replace(cfg, pixel_size_nm=1000 * pitch_um / rng.uniform(*args.square_px))
         folder = args.out / f"atlas{i:02d}"
-        if (folder / "labels.csv").is_file():
-            continue  # already built: rerunning resumes
-        sim = simulate_atlas(cfg, seed=seed)
-        stack, table, how = extract(sim, args.size, args.crop_truth)
-        pitch_px = MESH_SPECS[cfg.mesh][0] / (cfg.pixel_size_nm / 1000.0)
-        labels = match_labels(table, sim.truth, max_dist=0.25 * pitch_px)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_mrc(folder / "squares.mrcs", stack, sim.pixel_size_A * pitch_px / args.size, True)
-        write_text(folder / "squares.csv", table.to_csv(index=False))
-        info = {"seed": seed, "extraction": how, "n_squares": len(table), **vars(cfg)}
-        write_text(folder / "atlas.json", json.dumps(info, indent=1, default=str))
-        write_text(folder / "labels.csv", labels.to_csv(index=False))  # last: marks complete
-        print(f"{folder}: {len(table)} squares ({how}), {len(labels)} labeled", flush=True)
+        if not (folder / "labels.csv").is_file():  # already built: rerunning resumes
+            work.append((cfg, seed, folder, args.size, args.crop_truth))
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs) as pool:
+            done = pool.map(build_atlas, *zip(*work, strict=True)) if work else []
+            for line in track(done, "atlases", total=len(work), unit="atlas"):
+                print(line, flush=True)
+    else:
+        for job in track(work, "atlases", unit="atlas"):
+            print(build_atlas(*job), flush=True)
+
+
+def build_atlas(cfg: AtlasConfig, seed: int, folder: Path, size: int, crop: bool) -> str:
+    """Simulate one atlas, extract its squares and write its folder; return a summary line."""
+    sim = simulate_atlas(cfg, seed=seed)
+    stack, table, how = extract(sim, size, crop)
+    pitch_px = MESH_SPECS[cfg.mesh][0] / (cfg.pixel_size_nm / 1000.0)
+    labels = match_labels(table, sim.truth, max_dist=0.25 * pitch_px)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_mrc(folder / "squares.mrcs", stack, sim.pixel_size_A * pitch_px / size, True)
+    write_text(folder / "squares.csv", table.to_csv(index=False))
+    info = {"seed": seed, "extraction": how, "n_squares": len(table), **vars(cfg)}
+    write_text(folder / "atlas.json", json.dumps(info, indent=1, default=str))
+    write_text(folder / "labels.csv", labels.to_csv(index=False))  # last: marks complete
+    return f"{folder}: {len(table)} squares ({how}), {len(labels)} labeled"
 
 
 if __name__ == "__main__":

@@ -32,10 +32,14 @@ def table1(
     width: int = typer.Option(16, help="Channels of the first convolution."),
     methods: str = typer.Option("primary,xcryonet", help="Models to compare."),
     baseline: bool = typer.Option(True, help="Add the gradient-boosted-trees baseline rows."),
+    random_split: bool = typer.Option(True, help="Run the random split (held-out squares)."),
     by_grid: bool = typer.Option(True, help="Add the by-grid split (held-out atlases)."),
     test_grids: int = typer.Option(1, help="Atlases held out in the by-grid split."),
     seed: int = typer.Option(0, help="Seed of run 0 (run k uses seed + k)."),
     accelerator: str = typer.Option("auto", help="cpu, gpu or auto."),
+    precision: str = typer.Option(
+        "32-true", help="Lightning precision: 32-true, or bf16-mixed on a recent GPU."
+    ),
 ) -> None:
     """XCryoNet Table 1: {primary, xcryonet} x {FS, SS} x labeled counts, mean ± std.
 
@@ -67,8 +71,9 @@ def table1(
         raise InputError("--size", f"must be a multiple of 4 and at least 8, not {size}")
     cfg = Table1Config(
         labeled=counts, unlabeled=unlabeled, runs=runs, epochs=epochs, size=size, width=width,
-        batch_size=batch_size, methods=chosen, baseline=baseline, by_grid=by_grid,
-        test_grids=test_grids, seed=seed, accelerator=accelerator,
+        batch_size=batch_size, methods=chosen, baseline=baseline, random_split=random_split,
+        by_grid=by_grid, test_grids=test_grids, seed=seed, accelerator=accelerator,
+        precision=precision,
     )  # fmt: skip
     dataset = load_screening_data(data, size=size)
     if not dataset.labeled.any():

@@ -196,6 +196,7 @@ def fit(
     resume: str | os.PathLike | None = None,
     progress: bool = False,
     callbacks: list | None = None,
+    num_workers: int = 0,
 ) -> XCryoNetModule:
     """Train ``module`` with a Lightning ``Trainer``: CPU, GPU, DDP and SLURM alike.
 
@@ -220,6 +221,8 @@ def fit(
         Show Lightning's progress bar.
     callbacks
         More Lightning callbacks (e.g. the app's progress reporter).
+    num_workers
+        Processes that assemble training batches (0: the training process itself).
 
     Raises
     ------
@@ -241,6 +244,9 @@ def fit(
         batch_size=batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=accelerator == "gpu",
     )
     val_loader = DataLoader(val_set, batch_size=batch_size) if val_set is not None else None
     trainer = pl.Trainer(
@@ -303,13 +309,18 @@ def evaluate(net: XCryoNet, images: np.ndarray, labels: np.ndarray, batch_size: 
 
 
 def predict_normalised(net: XCryoNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """``(n, 5)`` scores clipped to [0, 4] for already normalised ``(n, s, s)`` squares."""
+    """``(n, 5)`` scores clipped to [0, 4] for already normalised ``(n, s, s)`` squares.
+
+    Runs on the device that holds ``net``'s parameters.
+    """
     net.eval()
+    device = next(net.parameters()).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-            out.append(net(batch[:, None].float(), reconstruct="none").scores.clamp(0, 4).numpy())
+            scores = net(batch[:, None].float().to(device), reconstruct="none").scores
+            out.append(scores.clamp(0, 4).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 5), np.float32)
 
 

@@ -44,10 +44,13 @@ class Table1Config:
     methods: Sequence[str] = ("primary", "xcryonet")
     supervision: Sequence[str] = ("FS", "SS")
     baseline: bool = True
+    random_split: bool = True
     by_grid: bool = True
     test_grids: int = 1
     seed: int = 0
     accelerator: str = "auto"
+    precision: str = "32-true"
+    workers: int = 0
 
 
 def _train_eval(data, split, method, semi, cfg, seed, work_dir) -> tuple[dict, float, int]:
@@ -69,9 +72,13 @@ def _train_eval(data, split, method, semi, cfg, seed, work_dir) -> tuple[dict, f
         seed=seed,
         accelerator=cfg.accelerator,
         devices=1,
+        precision=cfg.precision,
+        num_workers=cfg.workers,
     )
     seconds = time.perf_counter() - start
-    net = module.net.cpu()
+    # Lightning hands the module back on the CPU; score the test squares where it trained.
+    on_gpu = cfg.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    net = module.net.to("cuda" if on_gpu else "cpu")
     return evaluate(net, data.images[split.test], data.labels[split.test]), seconds, len(ds)
 
 
@@ -105,8 +112,9 @@ def run_table1(data: ScreeningData, cfg: Table1Config, features: np.ndarray | No
     for run in range(cfg.runs):
         seed = cfg.seed + run
         for n_lab in cfg.labeled:
-            random = make_split(data, n_lab, cfg.unlabeled, seed, cfg.test_fraction)
-            jobs.append(("random", run, seed, n_lab, random))
+            if cfg.random_split:
+                random = make_split(data, n_lab, cfg.unlabeled, seed, cfg.test_fraction)
+                jobs.append(("random", run, seed, n_lab, random))
             # By-grid at the largest labeled count only: a facility labels other grids freely.
             if cfg.by_grid and n_atlases > cfg.test_grids and n_lab == max(cfg.labeled):
                 # Rotate the held-out atlases from run to run.
