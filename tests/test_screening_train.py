@@ -188,3 +188,24 @@ def test_table1_summary_is_mean_and_std_over_runs():
     assert summary["overall_std"].iloc[0] == pytest.approx(np.std([1.0, 2.0], ddof=1))
     md = to_markdown(summary)
     assert "| random | xcryonet | SS | 100 | 1500 | 1.50 ± 0.71 |" in md
+
+
+def test_table1_without_the_random_split_holds_out_whole_atlases_only():
+    from cryoscout.screening.table1 import Table1Config, run_table1
+
+    rng = np.random.default_rng(0)
+    n = 60
+    data = ScreeningData(
+        images=rng.normal(size=(n, 8, 8)).astype(np.float32),
+        labels=rng.integers(0, 5, size=(n, 5)).astype(np.float32),
+        atlas=np.repeat([0, 1, 2], 20),
+        square_id=np.arange(n),
+    )
+    features = rng.normal(size=(n, 4))
+    cfg = Table1Config(labeled=[20], unlabeled=0, runs=2, methods=[], random_split=False)
+    rows = run_table1(data, cfg, features=features)
+    # One baseline row per run, each scored on all 20 squares of the atlas held out.
+    assert list(rows["split"]) == ["by-grid", "by-grid"]
+    assert list(rows["n_test"]) == [20, 20]
+    both = run_table1(data, Table1Config(labeled=[20], unlabeled=0, runs=1, methods=[]), features)
+    assert sorted(both["split"]) == ["by-grid", "random"]
