@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -53,12 +52,11 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cryoscout.io.atomic import write_text
-from cryoscout.io.mrc import read_mrc, write_mrc
+from cryoscout.io.mrc import read_mrc
 from cryoscout.progress import track
 from cryoscout.screening.model import SCORES
-from cryoscout.simulate.atlas import AtlasConfig, simulate_atlas
-from cryoscout.simulate.grid import MESH_SPECS
-from make_screening_data import extract, match_labels
+from cryoscout.simulate.atlas import AtlasConfig
+from make_screening_data import build_atlas
 
 TOP_K = 20
 MIN_LEVEL = 5  # squares a true level needs before its mean prediction counts
@@ -93,18 +91,8 @@ def build_unseen(out: Path, n: int, seed: int, tiles: int, size: int) -> list[Pa
         sim_seed = int(rng.integers(2**31))
         folder = out / f"atlas{i:02d}"
         folders.append(folder)
-        if (folder / "labels.csv").is_file():
-            continue
-        sim = simulate_atlas(cfg, seed=sim_seed)
-        stack, table, how = extract(sim, size, crop=False)
-        pitch_px = MESH_SPECS[cfg.mesh][0] / (cfg.pixel_size_nm / 1000.0)
-        labels = match_labels(table, sim.truth, max_dist=0.25 * pitch_px)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_mrc(folder / "squares.mrcs", stack, sim.pixel_size_A * pitch_px / size, True)
-        write_text(folder / "squares.csv", table.to_csv(index=False))
-        info = {"seed": sim_seed, "extraction": how, "n_squares": len(table), **vars(cfg)}
-        write_text(folder / "atlas.json", json.dumps(info, indent=1, default=str))
-        write_text(folder / "labels.csv", labels.to_csv(index=False))  # last: marks complete
+        if not (folder / "labels.csv").is_file():
+            build_atlas(cfg, sim_seed, folder, size, crop=False)
     return folders
 
 
