@@ -346,7 +346,7 @@ def _validate(path, df, shape, classes) -> pd.DataFrame:
         cls = pd.to_numeric(df["class"])
     except (ValueError, TypeError):
         raise InputError(path, "coordinates and classes must be numbers") from None
-    if (cls != np.round(cls)).any() or (cls < 1).any():
+    if not np.isfinite(cls).all() or (cls != np.round(cls)).any() or (cls < 1).any():
         raise InputError(path, "classes must be whole numbers from 1 (0 is background)")
     df["class"] = cls.astype(int)
     if not np.isfinite(df[["x", "y", "z"]].to_numpy()).all():
