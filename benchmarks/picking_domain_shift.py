@@ -521,7 +521,8 @@ def ablate(args) -> None:
 # tomogram's own threshold per class (Otsu's, on its candidates' scores above 0.05);
 # ``min_volume``: a pick's connected component must hold this share of a label ball;
 # ``max_surround``: ``mp_nms``'s isolation test (picks inside a region of their class
-# much larger than a particle are dropped).
+# much larger than a particle are dropped); ``per_class``: each class's threshold chosen
+# on its own validation F1 (one threshold for all classes otherwise).
 BASE_GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 WIDE_GRID = (*BASE_GRID, 0.6, 0.7, 0.8, 0.9)
 POSTPROCESS = {
@@ -533,10 +534,11 @@ POSTPROCESS = {
     "isolation, surround <= 0.5": {"grid": BASE_GRID, "max_surround": 0.5},
     "isolation, surround <= 0.7": {"grid": BASE_GRID, "max_surround": 0.7},
     "isolation <= 0.5 + grid to 0.9": {"grid": WIDE_GRID, "max_surround": 0.5},
+    "threshold per class (grid to 0.9)": {"grid": WIDE_GRID, "per_class": True},
 }
 
 
-def _pick(prob: np.ndarray, radii, label_radius, threshold: float, variant: dict):
+def _pick(prob: np.ndarray, radii, label_radius, threshold: float | dict, variant: dict):
     """Picks of one cached segmentation (per-class probabilities) under a variant."""
     from scipy import ndimage
 
@@ -632,13 +634,26 @@ def postprocess(args) -> None:
         }
         for vname, variant in POSTPROCESS.items():
             grid = variant.get("grid") or [None]
-            # The threshold with the best validation F1 (the lowest on ties), as evaluate.
-            val = {
-                t: _overall_f1(_pick(val_prob, radii, label_r, t, variant), val_truth, radii)
-                for t in grid
-            }
-            thr = max(grid, key=lambda t: (val[t], -(t or 0)))
-            res = {"threshold": thr, "val_f1": round(val[thr], 3)}
+            if variant.get("per_class"):
+                # Each class at the threshold of its best validation F1 (the lowest on ties).
+                val = {
+                    t: _scores([_pick(val_prob, radii, label_r, t, variant)], [val_truth], radii,
+                               classes)
+                    for t in grid
+                }  # fmt: skip
+                thr = {
+                    c: max(grid, key=lambda t, c=c: (val[t][CLASSES[c - 1]]["f1"], -t))
+                    for c in classes
+                }
+                res = {"threshold": {CLASSES[c - 1]: t for c, t in thr.items()}}
+            else:
+                # The threshold with the best validation F1 (the lowest on ties), as evaluate.
+                val = {
+                    t: _overall_f1(_pick(val_prob, radii, label_r, t, variant), val_truth, radii)
+                    for t in grid
+                }
+                thr = max(grid, key=lambda t: (val[t], -(t or 0)))
+                res = {"threshold": thr, "val_f1": round(val[thr], 3)}
             for d, items in tests.items():
                 picks = [_pick(prob, radii, label_r, thr, variant) for prob, _ in items]
                 res[d] = _scores(picks, [sim["particles"] for _, sim in items], radii, classes)
@@ -788,7 +803,7 @@ def _markdown(s: dict) -> str:
 
 
 # The post-processing whose fair comparison (every model with it) is tabulated.
-CHOSEN_POSTPROCESS = "isolation, surround <= 0.5"
+CHOSEN_POSTPROCESS = "threshold per class (grid to 0.9)"
 
 
 def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> list[str]:
@@ -813,7 +828,11 @@ def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> l
             if r is None:
                 continue
             cells = [" / ".join(str(r[d][c]["f1"]) for c in classes) for d in domains]
-            thr = "per tomogram" if r["threshold"] is None else r["threshold"]
+            thr = r["threshold"]
+            if thr is None:
+                thr = "per tomogram"
+            elif isinstance(thr, dict):
+                thr = " / ".join(f"{t:g}" for t in thr.values())
             lines.append(f"| {m} | {variant} | {thr} | " + " | ".join(cells) + " |")
     chosen = pp.get(CHOSEN_POSTPROCESS)
     mixed = [m for m in models if m.startswith(MIXTURE + "-")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cryoscout.picking.mpnms import merge_close, mp_nms
@@ -150,3 +151,21 @@ def test_max_surround_drops_picks_inside_a_region_much_larger_than_a_particle():
     # Filtering only removes: every kept pick is one of the plain picks, same score.
     merged = kept.merge(plain, on=["class", "x", "y", "z", "score"])
     assert len(merged) == len(kept)
+
+
+def test_threshold_per_class_applies_each_class_its_own():
+    # Class 1 a solid ball, class 2 a ball with half its voxels missing: its pooled
+    # maxima are about half as high, so a threshold between the two drops it alone.
+    zz, yy, xx = np.mgrid[:32, :32, :48]
+    classes = np.zeros((32, 32, 48), np.int64)
+    classes[(zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 12) ** 2 <= 36] = 1
+    sparse = (zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 36) ** 2 <= 36
+    classes[sparse & (np.random.default_rng(0).random(classes.shape) < 0.5)] = 2
+    both = mp_nms(classes, radius=6, threshold=0.1, progress=False)
+    top = both.groupby("class")["score"].max()
+    assert top[2] < 0.7 < top[1]  # the premise: one threshold between them exists
+    per_class = mp_nms(classes, radius=6, threshold={1: 0.1, 2: 0.7}, progress=False)
+    assert set(per_class["class"]) == {1}
+    pd.testing.assert_frame_equal(per_class, both[both["class"] == 1].reset_index(drop=True))
+    with pytest.raises(ValueError, match="no threshold for class 2"):
+        mp_nms(classes, radius=6, threshold={1: 0.1}, progress=False)

@@ -228,3 +228,22 @@ def test_max_surround_drops_picks_inside_a_region_of_the_class(setup, tmp_path, 
     assert json.loads((out / "TS_01.done.json").read_text())["settings"]["max_surround"] == 0.5
     res = run_cli(*args, "-o", tmp_path / "bad", "--max-surround", "2")
     assert res.code == 1 and "--max-surround" in res.err and res.err.count("\n") == 1
+
+
+def test_threshold_per_class_reaches_mp_nms_and_is_recorded(setup, tmp_path, run_cli):
+    root, tomos = setup
+    args = ["pick", "predict", "-m", root, tomos / "rec_TS_01.mrc", "--format", "csv"]
+    res = run_cli(*args, "-o", tmp_path / "one", "--threshold", "0.3", "--accelerator", "cpu")
+    assert res.code == 0, res.err
+    out = tmp_path / "per_class"
+    res = run_cli(*args, "-o", out, "--threshold", "1:0.3", "--accelerator", "cpu")
+    assert res.code == 0, res.err
+    pd.testing.assert_frame_equal(_picks(out, "TS_01"), _picks(tmp_path / "one", "TS_01"))
+    rec = json.loads((out / "TS_01.done.json").read_text())
+    assert rec["settings"]["threshold"] == {"1": 0.3}
+    # A pooled mean never exceeds 1, so a threshold of 1 leaves no pick.
+    res = run_cli(*args, "-o", tmp_path / "none", "--threshold", "1:1", "--accelerator", "cpu")
+    assert res.code == 0 and len(_picks(tmp_path / "none", "TS_01")) == 0
+    for bad, says in [("1:1.5", "between 0 and 1"), ("2:0.3", "class 2 is not one")]:
+        res = run_cli(*args, "-o", tmp_path / "bad", "--threshold", bad)
+        assert res.code == 1 and says in res.err and res.err.count("\n") == 1

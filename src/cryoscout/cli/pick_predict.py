@@ -40,8 +40,13 @@ def predict(
         "--format",
         help="Pick files per tomogram: csv, coords, relion4, relion5 (comma-separated).",
     ),
-    threshold: float = typer.Option(
-        0.1, "--threshold", help="MP-NMS: minimum pooled foreground fraction of a pick (0-1)."
+    threshold: str = typer.Option(
+        "0.1",
+        "--threshold",
+        metavar="T",
+        help="MP-NMS: minimum pooled foreground fraction of a pick (0-1): 0.1, or per class "
+        "1:0.05,2:0.7 (classes not named keep 0.1). Classes differ in how fully the network "
+        "fills them, so one threshold each can pick better.",
     ),
     max_surround: float | None = typer.Option(
         None,
@@ -140,8 +145,11 @@ def predict(
         raise InputError(
             "--format", f"unknown format {bad[0] if bad else formats!r}; use {', '.join(_FORMATS)}"
         )
-    if not 0 <= threshold <= 1:
-        raise InputError("--threshold", "must lie between 0 and 1")
+    from cryoscout.cli.pick_train import parse_per_class
+
+    thresholds = parse_per_class(
+        threshold, "--threshold", lambda v: 0 <= v <= 1, "a number between 0 and 1"
+    )
     if max_surround is not None and not 0 <= max_surround <= 1:
         raise InputError("--max-surround", "must lie between 0 and 1")
     try:
@@ -153,7 +161,12 @@ def predict(
     from cryoscout.picking.weights import load_model
 
     net, info = load_model(model)
-    overrides = {"threshold": threshold, "formats": fmts, "save_maps": save_maps}
+    if isinstance(thresholds, dict):
+        unknown = sorted(set(thresholds) - set(range(1, net.num_classes + 1)))
+        if unknown:
+            raise InputError("--threshold", f"class {unknown[0]} is not one of the model's")
+        thresholds = {c: thresholds.get(c, 0.1) for c in range(1, net.num_classes + 1)}
+    overrides = {"threshold": thresholds, "formats": fmts, "save_maps": save_maps}
     overrides["max_surround"] = max_surround
     overrides |= {"tilt_series_pixel_size_A": ts_pixel, "binning": binning}
     overrides["copick_picks"] = copick_picks or None

@@ -7,27 +7,37 @@ from pathlib import Path
 import typer
 
 
-def parse_radius(text: str, option: str = "--radius") -> float | dict[int, float]:
-    """``"5"`` -> 5.0; ``"1:5,2:8"`` -> ``{1: 5.0, 2: 8.0}``; InputError otherwise."""
+def parse_per_class(
+    text: str, option: str, valid=lambda v: v > 0, what: str = "a positive number"
+) -> float | dict[int, float]:
+    """``"5"`` -> 5.0; ``"1:5,2:8"`` -> ``{1: 5.0, 2: 8.0}``; InputError otherwise.
+
+    ``valid`` says which values are allowed and ``what`` names them in the error.
+    """
     from cryoscout.errors import InputError
 
     try:
         if ":" not in text:
             value = float(text)
-            if not value > 0:
+            if not valid(value):
                 raise ValueError
             return value
         out: dict[int, float] = {}
         for part in text.split(","):
-            c, r = part.split(":")
-            out[int(c)] = float(r)
-            if not out[int(c)] > 0 or int(c) < 1:
+            c, v = part.split(":")
+            out[int(c)] = float(v)
+            if not valid(out[int(c)]) or int(c) < 1:
                 raise ValueError
         return out
     except ValueError:
         raise InputError(
-            option, f"expected a positive number or class:radius pairs like 1:5,2:8, got {text!r}"
+            option, f"expected {what} or class:value pairs like 1:5,2:8, got {text!r}"
         ) from None
+
+
+def parse_radius(text: str, option: str = "--radius") -> float | dict[int, float]:
+    """``"5"`` -> 5.0; ``"1:5,2:8"`` -> ``{1: 5.0, 2: 8.0}``; InputError otherwise."""
+    return parse_per_class(text, option)
 
 
 #: Suffixes of tomograms; any other file is read as annotations (CSV, STAR or text).

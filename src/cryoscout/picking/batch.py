@@ -55,7 +55,7 @@ class PickSettings:
     Attributes
     ----------
     threshold
-        MP-NMS minimum pooled foreground fraction.
+        MP-NMS minimum pooled foreground fraction: one value, or one per class.
     particle_radius
         Particle radius in voxels per class (sizes MP-NMS).
     tile, margin
@@ -74,7 +74,7 @@ class PickSettings:
         class fills more than this share of a shell around them; ``None``: off.
     """
 
-    threshold: float
+    threshold: float | dict[int, float]
     particle_radius: dict[int, float]
     tile: int
     margin: int

@@ -178,7 +178,7 @@ def shell_fill(mask: np.ndarray, points: np.ndarray, r_in: float, r_out: float) 
 def mp_nms(
     prob_or_classes,
     radius: float | dict[int, float],
-    threshold: float = 0.1,
+    threshold: float | dict[int, float] = 0.1,
     n_pool: int = 2,
     kernel: int | dict[int, int] | None = None,
     min_distance: float | dict[int, float] | None = None,
@@ -199,7 +199,8 @@ def mp_nms(
     radius
         Particle radius in voxels (one value, or ``{class: radius}``).
     threshold
-        Minimum pooled mean (0-1) for a maximum to count as a pick.
+        Minimum pooled mean (0-1) for a maximum to count as a pick (one value, or
+        ``{class: threshold}``: classes differ in how fully the network fills them).
     n_pool
         Mean-pooling passes.
     kernel
@@ -254,6 +255,9 @@ def mp_nms(
         r = float(per_class(radius, c, None) or 0)
         if r <= 0:
             raise ValueError(f"no positive radius for class {c}")
+        th = per_class(threshold, c, None)
+        if th is None:
+            raise ValueError(f"no threshold for class {c}")
         k = per_class(kernel, c, None) or 2 * round(r / 3) + 1
         k = int(k) | 1  # odd, so "same" padding keeps the grid
         md = per_class(min_distance, c, None)
@@ -273,7 +277,7 @@ def mp_nms(
             nz.max(dim=0).values + margin + 1, torch.tensor(mask.shape, device=nz.device)
         )
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        idx, score = pooled_maxima(mask[box], k, n_pool, threshold)
+        idx, score = pooled_maxima(mask[box], k, n_pool, float(th))
         idx = idx + lo.to(idx.device)
         pts = idx.cpu().numpy().astype(np.float64)
         sc = score.cpu().numpy()
