@@ -74,6 +74,27 @@ def test_train_records_particle_radius_for_predict(trained):
     assert info.extra["particle_radius"] == {"1": 3.0}  # --val-radius, sizes MP-NMS
 
 
+def test_train_chooses_thresholds_per_class_that_predict_uses(trained, data, tmp_path, run_cli):
+    import json
+
+    import yaml
+
+    from cryoscout.picking.thresholds import GRID
+    from cryoscout.picking.weights import load_model
+
+    _, info = load_model(trained / "model.pt")
+    assert set(info.extra["threshold"]) == {"1"} and info.extra["threshold"]["1"] in GRID
+    config = yaml.safe_load((trained / "config.yaml").read_text())["config"]
+    assert config["threshold"] == info.extra["threshold"]
+    assert 0 <= config["val_f1_at_threshold"]["blob"] <= 1
+    root, _ = data
+    out = tmp_path / "picks"
+    res = run_cli("pick", "predict", "-m", trained, root / "t1.mrc", "-o", out, "--format", "csv")
+    assert res.code == 0, res.err
+    settings = json.loads((out / "t1.done.json").read_text())["settings"]
+    assert settings["threshold"] == info.extra["threshold"]
+
+
 def test_predict_writes_star_that_starfile_reads(trained, data, tmp_path, run_cli):
     import mrcfile
     import starfile

@@ -40,13 +40,14 @@ def predict(
         "--format",
         help="Pick files per tomogram: csv, coords, relion4, relion5 (comma-separated).",
     ),
-    threshold: str = typer.Option(
-        "0.1",
+    threshold: str | None = typer.Option(
+        None,
         "--threshold",
         metavar="T",
         help="MP-NMS: minimum pooled foreground fraction of a pick (0-1): 0.1, or per class "
         "1:0.05,2:0.7 (classes not named keep 0.1). Classes differ in how fully the network "
         "fills them, so one threshold each can pick better.",
+        show_default="chosen per class on pick train's --val-tomogram, else 0.1",
     ),
     max_surround: float | None = typer.Option(
         None,
@@ -147,9 +148,11 @@ def predict(
         )
     from cryoscout.cli.pick_train import parse_per_class
 
-    thresholds = parse_per_class(
-        threshold, "--threshold", lambda v: 0 <= v <= 1, "a number between 0 and 1"
-    )
+    thresholds = None
+    if threshold is not None:
+        thresholds = parse_per_class(
+            threshold, "--threshold", lambda v: 0 <= v <= 1, "a number between 0 and 1"
+        )
     if max_surround is not None and not 0 <= max_surround <= 1:
         raise InputError("--max-surround", "must lie between 0 and 1")
     try:
@@ -166,7 +169,9 @@ def predict(
         if unknown:
             raise InputError("--threshold", f"class {unknown[0]} is not one of the model's")
         thresholds = {c: thresholds.get(c, 0.1) for c in range(1, net.num_classes + 1)}
-    overrides = {"threshold": thresholds, "formats": fmts, "save_maps": save_maps}
+    overrides = {"formats": fmts, "save_maps": save_maps}
+    if thresholds is not None:
+        overrides["threshold"] = thresholds
     overrides["max_surround"] = max_surround
     overrides |= {"tilt_series_pixel_size_A": ts_pixel, "binning": binning}
     overrides["copick_picks"] = copick_picks or None

@@ -574,13 +574,17 @@ def default_settings(model, info, **overrides) -> PickSettings:
     """Settings from what the model records: MP-NMS sized by the particle radius.
 
     The particle radius comes from ``pick train --val-radius``, else about 1.7x the label
-    radius (labels are ~0.6 of the particle radius); the tile is the training patch.
+    radius (labels are ~0.6 of the particle radius); the thresholds per class from
+    ``pick train --val-tomogram``, else 0.1; the tile is the training patch.
     """
     classes = range(1, model.num_classes + 1)
     recorded = {int(c): float(r) for c, r in info.extra.get("particle_radius", {}).items()}
     radius = {c: recorded.get(c, 1.7 * info.radius.get(c, 1.0)) for c in classes}
+    chosen = {int(c): float(t) for c, t in info.extra.get("threshold", {}).items()}
+    threshold = {c: chosen.get(c, 0.1) for c in classes} if chosen else 0.1
     tile = info.patch_size
-    base = {"threshold": 0.1, "particle_radius": radius, "tile": tile, "margin": max(tile // 6, 1)}
+    base = {"threshold": threshold, "particle_radius": radius, "tile": tile}
+    base["margin"] = max(tile // 6, 1)
     base.update(overrides)
     return PickSettings(**base)
 

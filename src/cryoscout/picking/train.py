@@ -188,6 +188,16 @@ def train_picker(
     }
     if particle_radius:
         extra["particle_radius"] = {str(c): float(r) for c, r in hit.items()}
+    val_f1_at: dict[int, float] = {}
+    if validation is not None:
+        # Each class's MP-NMS threshold from the final model on the validation tomogram;
+        # pick predict uses them unless told otherwise.
+        from cryoscout.picking.thresholds import choose_thresholds
+
+        labels = _segment(model, validation[0], config.patch_size, normalization)
+        classes = list(range(1, num_classes + 1))
+        chosen, val_f1_at = choose_thresholds(labels, validation[1], hit, classes)
+        extra["threshold"] = {str(c): t for c, t in chosen.items()}
     info = PickingModelInfo(
         class_names=names,
         radius=radius_map,
@@ -212,30 +222,39 @@ def train_picker(
     }
     if "val_f1" in history:
         record["final_val_f1"] = float(history["val_f1"].dropna().iloc[-1])
+    if val_f1_at:
+        record["threshold"] = extra["threshold"]
+        record["val_f1_at_threshold"] = {names[c - 1]: f for c, f in val_f1_at.items()}
     write_run_config(out_dir, record)
     return PickerTrainResult(model, info, history, record, model_path)
 
 
-def _validation_scorer(volume, truth, hit, num_classes, names, patch, normalization):
-    """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on a held-out tomogram.
+def _segment(model, volume, patch: int, normalization: dict) -> np.ndarray:
+    """The class map of a validation tomogram, tiled as ``pick predict`` tiles it.
 
     ``normalization`` is the model's (with its low-pass), so validation sees what
     prediction will.
     """
-    from cryoscout.picking.evaluate import evaluate_picks
     from cryoscout.picking.infer import predict_tomogram
-    from cryoscout.picking.mpnms import mp_nms
 
     volume = np.asarray(volume, dtype=np.float32)
     margin = max(patch // 6, 1)
+    pred = predict_tomogram(
+        model, volume, tile=patch, margin=margin, normalization=normalization, progress=False
+    )
+    return np.asarray(pred.labels)
+
+
+def _validation_scorer(volume, truth, hit, num_classes, names, patch, normalization):
+    """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on a held-out tomogram."""
+    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.mpnms import mp_nms
 
     def score(model) -> dict[str, float]:
-        pred = predict_tomogram(
-            model, volume, tile=patch, margin=margin, normalization=normalization, progress=False
-        )
+        labels = _segment(model, volume, patch, normalization)
         # Sized by the particle (hit) radius: by the smaller label radius one particle's
         # blob splits into several picks.
-        picks = mp_nms(pred.labels, hit, classes=list(range(1, num_classes + 1)), progress=False)
+        picks = mp_nms(labels, hit, classes=list(range(1, num_classes + 1)), progress=False)
         result = evaluate_picks(picks, truth, hit)
         scores = {"val_f1": float(result.overall["f1"])}
         for c, row in result.per_class.iterrows():

@@ -1,0 +1,61 @@
+"""MP-NMS thresholds chosen per class on a validation tomogram.
+
+Classes differ in how fully the network fills them (a large, well-learned
+particle gives solid blobs; a small or rare one gives ragged ones, and the
+background's false blobs are ragged too), so the pooled score that separates
+particles from false blobs differs per class. On the domain-shift benchmark one
+threshold per class, chosen on the training setting's validation tomogram,
+raised a mixture-trained picker's small class from F1 0.52 to 0.71 on the
+noisiest setting (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Thresholds tried (MP-NMS's pooled foreground fraction).
+GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def choose_thresholds(
+    labels: np.ndarray,
+    truth: pd.DataFrame,
+    radius: dict[int, float],
+    classes: Sequence[int],
+    grid: Sequence[float] = GRID,
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Each class's MP-NMS threshold: the one with the best F1 on a validation tomogram.
+
+    Parameters
+    ----------
+    labels
+        ``(z, y, x)`` class map of the validation tomogram (0 = background).
+    truth
+        Its true centres, ``class, x, y, z`` in voxels.
+    radius
+        Particle radius per class in voxels: sizes MP-NMS and is the hit radius.
+    classes
+        Classes to choose for.
+    grid
+        Thresholds to try; on equal F1 the lowest wins (it keeps the most picks).
+
+    Returns
+    -------
+    thresholds, f1
+        ``{class: threshold}`` and ``{class: F1 at that threshold}``.
+    """
+    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.mpnms import mp_nms
+
+    # One pass at the lowest threshold: a higher one keeps exactly the picks scoring above it
+    # (a pick's suppressors score higher still, so they stay).
+    candidates = mp_nms(labels, radius, threshold=min(grid), classes=list(classes), progress=False)
+    f1: dict[float, pd.DataFrame] = {}
+    for t in grid:
+        picks = candidates[candidates["score"] > t] if t > min(grid) else candidates
+        f1[t] = evaluate_picks(picks, truth, radius).per_class["f1"]
+    chosen = {c: max(grid, key=lambda t, c=c: (float(f1[t].get(c, 0.0)), -t)) for c in classes}
+    return chosen, {c: float(f1[chosen[c]].get(c, 0.0)) for c in chosen}

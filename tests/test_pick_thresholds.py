@@ -1,0 +1,50 @@
+"""Per-class MP-NMS thresholds chosen on a validation tomogram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cryoscout.picking.evaluate import evaluate_picks
+from cryoscout.picking.mpnms import mp_nms
+from cryoscout.picking.thresholds import choose_thresholds
+
+SHAPE = (32, 64, 64)
+
+
+def _ball(centre, r=5):
+    z, y, x = np.indices(SHAPE)
+    return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= r * r
+
+
+def _validation():
+    """Class 1: two solid true balls and a half-filled false blob; class 2: two solid balls."""
+    labels = np.zeros(SHAPE, np.int64)
+    truth = [(1, 12, 12, 16), (1, 40, 12, 16), (2, 12, 44, 16), (2, 40, 44, 16)]
+    for c, x, y, z in truth:
+        labels[_ball((x, y, z))] = c
+    ragged = _ball((54, 30, 16)) & (np.random.default_rng(0).random(SHAPE) < 0.5)
+    labels[ragged] = 1
+    return labels, pd.DataFrame(truth, columns=["class", "x", "y", "z"])
+
+
+def test_each_class_gets_the_threshold_of_its_best_f1():
+    labels, truth = _validation()
+    radius = {1: 5.0, 2: 5.0}
+    chosen, f1 = choose_thresholds(labels, truth, radius, [1, 2])
+    # Class 1 needs a threshold above the ragged blob's score to drop it: F1 1.0.
+    # Class 2 has nothing to drop: the lowest threshold (ties go to the lowest).
+    assert f1 == {1: 1.0, 2: 1.0}
+    assert chosen[2] == 0.05 and chosen[1] > 0.05
+    low = mp_nms(labels, radius, threshold=0.05, classes=[1], progress=False)
+    assert evaluate_picks(low, truth[truth["class"] == 1], radius).per_class.loc[1, "f1"] < 1
+
+
+def test_one_pass_equals_mp_nms_at_each_threshold():
+    # choose_thresholds filters one low-threshold pass by score; that is MP-NMS itself.
+    labels, _ = _validation()
+    radius = {1: 5.0, 2: 5.0}
+    low = mp_nms(labels, radius, threshold=0.05, progress=False)
+    for t in (0.1, 0.3, 0.5, 0.7, 0.9):
+        direct = mp_nms(labels, radius, threshold=t, progress=False)
+        pd.testing.assert_frame_equal(direct, low[low["score"] > t].reset_index(drop=True))
