@@ -48,3 +48,11 @@ def test_one_pass_equals_mp_nms_at_each_threshold():
     for t in (0.1, 0.3, 0.5, 0.7, 0.9):
         direct = mp_nms(labels, radius, threshold=t, progress=False)
         pd.testing.assert_frame_equal(direct, low[low["score"] > t].reset_index(drop=True))
+
+
+def test_a_class_the_validation_says_nothing_about_keeps_the_default():
+    labels, truth = _validation()
+    radius = {1: 5.0, 2: 5.0, 3: 5.0}
+    # Class 2 has no true centre here, class 3 neither centres nor voxels: neither is chosen.
+    chosen, f1 = choose_thresholds(labels, truth[truth["class"] == 1], radius, [1, 2, 3])
+    assert set(chosen) == set(f1) == {1}

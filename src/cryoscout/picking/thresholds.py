@@ -45,7 +45,9 @@ def choose_thresholds(
     Returns
     -------
     thresholds, f1
-        ``{class: threshold}`` and ``{class: F1 at that threshold}``.
+        ``{class: threshold}`` and ``{class: F1 at that threshold}``, for the classes
+        the validation tomogram says something about: a class with no true centre there,
+        or with F1 0 at every threshold, is left out (it keeps the default).
     """
     from cryoscout.picking.evaluate import evaluate_picks
     from cryoscout.picking.mpnms import mp_nms
@@ -57,5 +59,10 @@ def choose_thresholds(
     for t in grid:
         picks = candidates[candidates["score"] > t] if t > min(grid) else candidates
         f1[t] = evaluate_picks(picks, truth, radius).per_class["f1"]
-    chosen = {c: max(grid, key=lambda t, c=c: (float(f1[t].get(c, 0.0)), -t)) for c in classes}
-    return chosen, {c: float(f1[chosen[c]].get(c, 0.0)) for c in chosen}
+    present = set(truth["class"].astype(int))
+    chosen, best = {}, {}
+    for c in classes:
+        t = max(grid, key=lambda t, c=c: (float(f1[t].get(c, 0.0)), -t))
+        if c in present and f1[t].get(c, 0.0) > 0:
+            chosen[c], best[c] = t, float(f1[t][c])
+    return chosen, best

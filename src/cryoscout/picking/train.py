@@ -197,7 +197,8 @@ def train_picker(
         labels = _segment(model, validation[0], config.patch_size, normalization)
         classes = list(range(1, num_classes + 1))
         chosen, val_f1_at = choose_thresholds(labels, validation[1], hit, classes)
-        extra["threshold"] = {str(c): t for c, t in chosen.items()}
+        if chosen:
+            extra["threshold"] = {str(c): t for c, t in chosen.items()}
     info = PickingModelInfo(
         class_names=names,
         radius=radius_map,
