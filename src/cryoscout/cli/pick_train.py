@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 
 def parse_per_class(
-    text: str, option: str, valid=lambda v: v > 0, what: str = "a positive number"
+    text: str,
+    option: str,
+    valid: Callable[[float], bool] = lambda v: v > 0,
+    what: str = "a positive number",
 ) -> float | dict[int, float]:
     """``"5"`` -> 5.0; ``"1:5,2:8"`` -> ``{1: 5.0, 2: 8.0}``; InputError otherwise.
 

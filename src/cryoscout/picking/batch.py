@@ -583,8 +583,12 @@ def default_settings(model, info, **overrides) -> PickSettings:
     chosen = {int(c): float(t) for c, t in info.extra.get("threshold", {}).items()}
     threshold = {c: chosen.get(c, 0.1) for c in classes} if chosen else 0.1
     tile = info.patch_size
-    base = {"threshold": threshold, "particle_radius": radius, "tile": tile}
-    base["margin"] = max(tile // 6, 1)
+    base = {
+        "threshold": threshold,
+        "particle_radius": radius,
+        "tile": tile,
+        "margin": max(tile // 6, 1),
+    }
     base.update(overrides)
     return PickSettings(**base)
 

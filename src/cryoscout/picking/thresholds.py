@@ -55,7 +55,7 @@ def choose_thresholds(
     # One pass at the lowest threshold: a higher one keeps exactly the picks scoring above it
     # (a pick's suppressors score higher still, so they stay).
     candidates = mp_nms(labels, radius, threshold=min(grid), classes=list(classes), progress=False)
-    f1: dict[float, pd.DataFrame] = {}
+    f1: dict[float, pd.Series] = {}  # threshold -> F1 per class
     for t in grid:
         picks = candidates[candidates["score"] > t] if t > min(grid) else candidates
         f1[t] = evaluate_picks(picks, truth, radius).per_class["f1"]
