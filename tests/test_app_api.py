@@ -342,7 +342,30 @@ def test_suggestions_rank_uncertain_diverse_unlabeled_squares(client):
     assert ids[0] not in again
 
 
+def test_the_baseline_is_a_model_version_without_attention(client, project_dir):
+    from cryoscout.io.mrc import read_mrc
+    from cryoscout.screening.predict import load_model
+
+    base = next(m for m in client.get("/api/models").json() if m["path"] == "baseline")
+    assert base["id"] == 2 and not base["current"]
+    assert client.post(f"/api/models/{base['id']}/activate").status_code == 200
+    rescore = next(j for j in client.get("/api/jobs").json() if j["kind"] == "rescore")
+    assert wait_job(client, rescore["id"])["state"] == "done"
+    got = client.get("/api/atlases/1/squares").json()
+    assert got["model_id"] == base["id"]
+    # Its scores are the baseline's own on the extracted squares; it draws no attention.
+    stack, _ = read_mrc(project_dir / "atlases" / "1" / "squares" / "squares.mrcs")
+    want = load_model("baseline").predict(stack, attention=False).scores["overall"]
+    overall = [s["scores"]["overall"] for s in sorted(got["squares"], key=lambda s: s["index"])]
+    np.testing.assert_allclose(overall, want.to_numpy(), atol=1e-4)
+    assert "crop" in got["sprites"] and "cracking" not in got["sprites"]
+    assert "cracking" in client.get("/api/atlases/1/squares?model=1").json()["sprites"]
+    assert client.get("/api/atlases/1/squares/1/cracking.png").status_code == 404
+
+
 def test_training_creates_a_model_version_and_rescores(client, project_dir, atlas_dir):
+    # With the baseline current (trees, no network) training fine-tunes the shipped network.
+    assert client.post("/api/models/2/activate").status_code == 200
     detail = client.get("/api/atlases/1").json()
     truth = truth_labels(project_dir, atlas_dir, detail["square_px"])
     assert len(truth) >= 10
@@ -365,7 +388,7 @@ def test_training_creates_a_model_version_and_rescores(client, project_dir, atla
     assert job["progress"] == 1.0 and job["losses"]
     models = client.get("/api/models").json()
     new = models[-1]
-    assert len(models) == 2 and new["current"] and new["parent"] == 1
+    assert len(models) == 3 and new["current"] and new["parent"] == 1  # 2 is the baseline
     assert new["n_test"] > 0 and set(new["error_before"]) == set(new["error_after"])
     assert all(0 <= v <= 4 for v in new["error_after"].values())
     # Fine-tuning keeps the shipped model's batch-norm statistics (few labels, small batches).
@@ -462,3 +485,17 @@ def test_restart_interrupts_running_jobs_and_training_resumes(tmp_path):
         assert c.get(f"/api/jobs/{queued['id']}").json()["state"] == "cancelled"
         assert c.post("/api/train", json={"epochs": 1}).status_code == 400  # no labels yet
     assert db.FINAL_STATES == ("done", "failed", "cancelled", "interrupted")
+
+
+def test_projects_made_before_the_baseline_get_it_once(tmp_path):
+    from cryoscout.app.project import Project
+
+    p = Project(tmp_path)
+    with p.conn:  # as a project made before the baseline was offered
+        p.conn.execute("DELETE FROM models WHERE path = 'baseline'")
+    p.close()
+    for _ in range(2):  # reopened twice: one baseline, after the shipped network
+        p = Project(tmp_path)
+        paths = [m["path"] for m in p.models()]
+        p.close()
+    assert paths == [None, "baseline"]

@@ -228,9 +228,9 @@ def test_train_runs_with_live_progress_and_registers_a_model(page, server):
         "style", re.compile("width: 100%")
     )
     models = api(page, "/api/models")
-    assert len(models) == 2 and models[-1]["current"]
+    assert len(models) == 3 and models[-1]["current"]  # the shipped network, baseline, new
     rows = page.locator("#models-table tbody tr")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(3)
     expect(rows.first).to_contain_text("current")
     # Rescoring with the new model follows; the gallery then shows the new model's scores.
     t0 = time.monotonic()

@@ -33,6 +33,10 @@ from cryoscout.screening.model import SCORES
 
 DB_NAME = "cryoscout.db"
 DEFAULT_MODEL_ID = 1
+#: The gradient-boosted-trees baseline, a model version every project offers
+#: (``load_model("baseline")``): scores without attention maps, and no network to fine-tune.
+BASELINE_PATH = "baseline"
+BASELINE_NAME = "trees baseline"
 #: Labels are integers on this scale.
 LABEL_RANGE = (0, 4)
 
@@ -80,6 +84,12 @@ class Project:
                 conn.execute(
                     "INSERT INTO models (id, name, path, created) VALUES (?, 'default', NULL, ?)",
                     (DEFAULT_MODEL_ID, db.now()),
+                )
+            # Projects made before the baseline was offered get it on opening.
+            if not conn.execute("SELECT 1 FROM models WHERE path = ?", (BASELINE_PATH,)).fetchone():
+                conn.execute(
+                    "INSERT INTO models (name, path, created) VALUES (?, ?, ?)",
+                    (BASELINE_NAME, BASELINE_PATH, db.now()),
                 )
 
     # -- database ---------------------------------------------------------------------
@@ -260,18 +270,17 @@ class Project:
         }
 
     def _sprites(self, a, model: int) -> dict:
+        """Sprite sheets of an atlas; attention overlays only where the model drew them."""
         base = f"/api/atlases/{a['id']}/sprites"
         n = self.conn.execute(
             "SELECT COUNT(*) FROM squares WHERE atlas_id = ?", (a["id"],)
         ).fetchone()[0]
-        return {
-            "size": a["sprite_size"],
-            "cols": a["sprite_cols"],
-            "count": n,
-            "crop": f"{base}/crop.png",
-            "cracking": f"{base}/cracking.png?model={model}",
-            "contamination": f"{base}/contamination.png?model={model}",
-        }
+        out = {"size": a["sprite_size"], "cols": a["sprite_cols"], "count": n}
+        out["crop"] = f"{base}/crop.png"
+        if self.model(model)["path"] != BASELINE_PATH:  # the baseline has no attention
+            for kind in ("cracking", "contamination"):
+                out[kind] = f"{base}/{kind}.png?model={model}"
+        return out
 
     def squares(self, atlas_id: int, model_id: int | None = None) -> dict:
         """Every square of an atlas with scores, uncertainty, labels, suggestion rank, target."""

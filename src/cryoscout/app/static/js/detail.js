@@ -144,11 +144,15 @@ export function renderDetail(root) {
   if (root.dataset.square !== key || !root.querySelector(".detail-imgs")) {
     root.dataset.square = key;
     const data = state.squares.get(sq.atlas_id);
-    const imgs = h("div", { class: "detail-imgs" },
-      h("figure", { class: "big" }, bigImage(sq, data.sprites, null)),
-      h("div", { class: "ovs" },
+    // A model without attention maps (the baseline's trees) says so instead of blank overlays.
+    const ovs = data.sprites.cracking
+      ? h("div", { class: "ovs" },
         h("figure", {}, bigImage(sq, data.sprites, "cracking"), "cracking attention"),
-        h("figure", {}, bigImage(sq, data.sprites, "contamination"), "contamination attention")));
+        h("figure", {}, bigImage(sq, data.sprites, "contamination"), "contamination attention"))
+      : h("div", { class: "ovs" },
+        h("p", { class: "hint no-attention" }, "No attention maps: the current model (the baseline's trees on hand-made features) has none."));
+    const imgs = h("div", { class: "detail-imgs" },
+      h("figure", { class: "big" }, bigImage(sq, data.sprites, null)), ovs);
     root.replaceChildren(h("div", { class: "detail-headbox" }), imgs, h("div", { class: "detail-body" }));
   }
   root.querySelector(".detail-headbox").replaceChildren(detailHead(sq));

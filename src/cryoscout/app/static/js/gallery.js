@@ -111,6 +111,7 @@ function cell(sq, i, r, c, sel) {
   const tile = h("div", { class: "sprite" });
   styleTile(tile, data.sprites, data.sprites.crop, sq.index);
   for (const kind of view.overlays) {
+    if (!data.sprites[kind]) continue; // a model without attention maps
     const ov = h("div", { class: "ov" });
     styleTile(ov, data.sprites, data.sprites[kind], sq.index);
     tile.append(ov);

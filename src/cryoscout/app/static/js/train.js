@@ -7,6 +7,9 @@ import { ATTRS, attrLabel, fmt } from "./scores.js";
 import { loadModels, loadProject, on, state } from "./state.js";
 import { $, canvasContext, fmtTime, h, toast } from "./ui.js";
 
+/** The path of the model version that is the gradient-boosted-trees baseline. */
+const BASELINE = "baseline";
+
 function latestTrainJob() {
   return state.jobs.find((j) => j.kind === "train") || null;
 }
@@ -30,9 +33,10 @@ function errCell(err, other, isAfter) {
 function renderModels() {
   const tbody = $("#models-table tbody");
   tbody.replaceChildren(...state.models.slice().reverse().map((m) => h("tr", { "data-model": m.id },
-    h("td", { class: "left" }, h("b", {}, `v${m.id}`), ` ${m.name} `,
+    h("td", { class: "left", title: m.path === BASELINE ? "Gradient-boosted trees on hand-made features: no attention maps; training fine-tunes the shipped network v1" : "" },
+      h("b", {}, `v${m.id}`), ` ${m.name} `,
       m.current ? h("span", { class: "chip", style: { background: "#2456a6" } }, "current") : ""),
-    h("td", { class: "left", title: m.path || "shipped with cryoscout" }, fmtTime(m.created)),
+    h("td", { class: "left", title: m.path && m.path !== BASELINE ? m.path : "shipped with cryoscout" }, fmtTime(m.created)),
     h("td", {}, m.n_labeled ? `${m.n_labeled} + ${m.n_test || 0}` : "–"),
     errCell(m.error_before, null, false),
     errCell(m.error_after, m.error_before, true),
@@ -185,8 +189,10 @@ function renderLabelCount() {
   const p = state.project;
   if (!p) return;
   const cur = state.models.find((m) => m.current);
+  // The baseline's trees are not a network: training then starts from the shipped network.
+  const start = cur && cur.path === BASELINE ? state.models.find((m) => m.id === 1) : cur;
   $("#train-label-count").textContent = `${p.labeled_squares} labeled squares (${p.labels} labels) in the project · ` +
-    `fine-tunes the current model ${cur ? `v${cur.id} ${cur.name}` : ""}`;
+    `fine-tunes ${start === cur ? "the current model " : "the shipped network "}${start ? `v${start.id} ${start.name}` : ""}`;
 }
 
 export function initTrain() {
