@@ -10,7 +10,13 @@ what they answer and stops starting new ones when the next would overrun
    against the gradient-boosted-trees baseline, the question the CPU-scale run
    left open (does the deep model beat hand-made features on a new grid?);
 2. the random split at 900 labels, then at 100 and 500 labels, XCryoNet before
-   the primary branch alone.
+   the primary branch alone;
+3. last, the primary branch alone on the by-grid split.
+
+``--splits`` and ``--models`` (e.g. ``primary-FS``) narrow the list. Each
+method's training rate comes from a short probe (epochs 2-3 of three on 320
+squares) until a real configuration has measured it; ``--rate primary=620``
+gives one measured before.
 
 The data are 12 simulated atlases whose squares span 600-680 px natively (the
 pixel size is drawn per mesh so that one lattice pitch covers the paper's
@@ -26,10 +32,17 @@ Example (on a GPU machine)::
     $ python benchmarks/table1_gpu.py --data /tmp/paper --out results640 \\
         --budget-s 480 --accelerator gpu --precision bf16-mixed --workers 8
 
-A CPU smoke test of the same path::
+One configuration with a known rate (the last H200 call in benchmarks/results/screening.md)::
 
-    $ python benchmarks/table1_gpu.py --data /tmp/tiny --out /tmp/tiny_out --atlases 3 \\
-        --tiles 3 --size 32 --epochs 1 --labeled 100 --unlabeled 100 --budget-s 120
+    $ python benchmarks/table1_gpu.py --data /tmp/paper --out OUT --budget-s 175 \\
+        --accelerator gpu --precision bf16-mixed --workers 8 --labeled 900 \\
+        --splits by-grid --models primary-FS --rate primary=620 --no-baseline
+
+A CPU smoke test of the same path (20 s)::
+
+    $ python benchmarks/table1_gpu.py --data /tmp/tiny --out /tmp/tiny_out --atlases 4 \\
+        --tiles 5 --size 32 --epochs 1 --labeled 30,60 --unlabeled 50 --jobs 2 \\
+        --accelerator cpu --budget-s 100
 """
 
 from __future__ import annotations
