@@ -52,7 +52,6 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,18 +69,6 @@ def build_data(args: argparse.Namespace) -> list[Path]:
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
     return sorted(args.data.glob("atlas*"))
-
-
-def baseline_features(images: np.ndarray, jobs: int) -> np.ndarray:
-    """The baseline's hand-made features at 128 px, computed in ``jobs`` processes."""
-    from cryoscout.screening.baseline import stack_features
-    from cryoscout.screening.data import resize_stack
-    from cryoscout.screening.table1 import BASELINE_SIZE
-
-    small = resize_stack(images, min(BASELINE_SIZE, images.shape[-1]))
-    chunks = np.array_split(small, max(1, jobs))
-    with ProcessPoolExecutor(jobs) as pool:
-        return np.concatenate(list(pool.map(stack_features, chunks)))
 
 
 def probe_rate(data, method: str, args: argparse.Namespace) -> float:
@@ -175,7 +162,12 @@ def main() -> None:
     import torch
 
     from cryoscout.screening.data import load_screening_data
-    from cryoscout.screening.table1 import Table1Config, run_table1, write_table1
+    from cryoscout.screening.table1 import (
+        Table1Config,
+        baseline_features,
+        run_table1,
+        write_table1,
+    )
 
     torch.backends.cudnn.benchmark = True  # one input size throughout
     folders = build_data(args)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cryoscout.app import picking_jobs
-from cryoscout.app.project import BASELINE_PATH, DEFAULT_MODEL_ID, Project
+from cryoscout.app.project import Project
 from cryoscout.screening.model import SCORES
 
 
@@ -245,7 +245,7 @@ def run_train(project: Project, job: dict, report: Reporter) -> dict:
     from cryoscout.screening.module import train_run
 
     p = job["params"]
-    parent = p.get("parent", project.current_model)
+    parent = project.fine_tune_parent(p.get("parent", project.current_model))
     run_dir = project.path / p["run_dir"]
     report(0.01, "exporting labels", force=True)
     folders = project.write_training_labels()
@@ -272,8 +272,6 @@ def run_train(project: Project, job: dict, report: Reporter) -> dict:
 
     resume = p.get("resume")
     source = project.model_source(parent)
-    if source == BASELINE_PATH:  # trees, not a network: fine-tune the shipped network instead
-        parent, source = DEFAULT_MODEL_ID, None
     record = train_run(
         folders,
         run_dir,

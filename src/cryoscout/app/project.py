@@ -557,6 +557,14 @@ class Project:
         """What :func:`cryoscout.screening.predict.load_model` takes for a model version."""
         return self.model(model_id)["path"]
 
+    def fine_tune_parent(self, model_id: int) -> int:
+        """The model version a training started from ``model_id`` fine-tunes.
+
+        The baseline's trees are not a network, so training from it starts from the
+        shipped network.
+        """
+        return DEFAULT_MODEL_ID if self.model_source(model_id) == BASELINE_PATH else model_id
+
     def activate(self, model_id: int) -> dict:
         """Make a model current and queue rescoring of atlases it has not scored yet."""
         m = self.model(model_id)

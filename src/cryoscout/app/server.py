@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cryoscout.app import picker_routes, pickers
 from cryoscout.app.jobs import JobRunner
-from cryoscout.app.project import BASELINE_PATH, DEFAULT_MODEL_ID, Conflict, NotFound, Project
+from cryoscout.app.project import Conflict, NotFound, Project
 from cryoscout.app.tomogram_routes import router as tomogram_router
 from cryoscout.errors import InputError
 
@@ -345,10 +345,7 @@ def create_app(
             )
         if p.jobs("running") and any(j["kind"] == "train" for j in p.jobs("running")):
             raise Conflict("a training job is already running")
-        parent = p.current_model
-        if p.model_source(parent) == BASELINE_PATH:  # trees: fine-tune the shipped network
-            parent = DEFAULT_MODEL_ID
-        params = body.model_dump() | {"parent": parent}
+        params = body.model_dump() | {"parent": p.fine_tune_parent(p.current_model)}
         job = p.create_job("train", params)
         p.update_job(job["id"], params=params | {"run_dir": f"models/train-{job['id']}"})
         runner.wake()

@@ -165,10 +165,11 @@ def predict(
 
     net, info = load_model(model)
     if isinstance(thresholds, dict):
-        unknown = sorted(set(thresholds) - set(range(1, net.num_classes + 1)))
+        classes = range(1, net.num_classes + 1)
+        unknown = sorted(set(thresholds) - set(classes))
         if unknown:
             raise InputError("--threshold", f"class {unknown[0]} is not one of the model's")
-        thresholds = {c: thresholds.get(c, 0.1) for c in range(1, net.num_classes + 1)}
+        thresholds = {c: thresholds.get(c, batch.DEFAULT_THRESHOLD) for c in classes}
     overrides = {"formats": fmts, "save_maps": save_maps}
     if thresholds is not None:
         overrides["threshold"] = thresholds

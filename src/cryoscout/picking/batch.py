@@ -48,6 +48,11 @@ COMBINED_STAR = "picks_relion5.star"
 _RECORD = ".done.json"
 
 
+#: MP-NMS threshold of a class nothing chose one for (``pick train --val-tomogram``,
+#: ``pick predict --threshold``).
+DEFAULT_THRESHOLD = 0.1
+
+
 @dataclass
 class PickSettings:
     """How every tomogram of a run is picked (recorded with each tomogram).
@@ -581,7 +586,9 @@ def default_settings(model, info, **overrides) -> PickSettings:
     recorded = {int(c): float(r) for c, r in info.extra.get("particle_radius", {}).items()}
     radius = {c: recorded.get(c, 1.7 * info.radius.get(c, 1.0)) for c in classes}
     chosen = {int(c): float(t) for c, t in info.extra.get("threshold", {}).items()}
-    threshold = {c: chosen.get(c, 0.1) for c in classes} if chosen else 0.1
+    threshold = (
+        {c: chosen.get(c, DEFAULT_THRESHOLD) for c in classes} if chosen else DEFAULT_THRESHOLD
+    )
     tile = info.patch_size
     base = {
         "threshold": threshold,
