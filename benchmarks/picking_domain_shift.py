@@ -13,10 +13,14 @@ Domain ``M`` (mixture, training only): every training tomogram its own setting d
 ``simulate.tomo_domains.draw_domain`` (SNR, noise colour, CTF, alignment errors, units,
 distractor counts), with non-annotated proteins of six *other* species (1bxn, 1s3x,
 2cg9, 3gl1, 3h84, 3qm1), so the test domains' distractors are unseen species.
+Domain ``L`` (training only): M's settings, tomogram by tomogram, whose samples also hold
+six complexes each, packed from 6-24 of those species' maps (``simulate.tomo_complexes``),
+so that it sees negatives as large as its targets (M's are all under a quarter of 4cr2's
+mass; B's and C's 5mrc is 2.5 times it).
 
 Stages (each writes into ``--out``, so runs can go in parallel and resume)::
 
-    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M
+    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M,L
     python benchmarks/picking_domain_shift.py train --out D --domain A --variant plain
     python benchmarks/picking_domain_shift.py train --out D --domain M --variant neg
     python benchmarks/picking_domain_shift.py train --out D --domain B --variant neg
@@ -118,10 +122,17 @@ FACTORS = {
 # that the test distractors are unseen ones.
 MIXTURE = "M"
 MIXTURE_DISTRACTOR_CLASSES = ["1bxn", "1s3x", "2cg9", "3gl1", "3h84", "3qm1"]
+# Domain "L": the mixture's tomograms (the same settings, tomogram by tomogram) whose
+# sample also holds large non-annotated complexes, each tomogram its own, assembled from
+# the mixture's six species (``simulate.tomo_complexes``): those species are all under
+# 0.1 of 4cr2's mass, so M never sees a negative as large as a target.
+MIXTURE_COMPLEXES = "L"
+COMPLEXES_PER_TOMOGRAM = 6
+MIXTURES = (MIXTURE, MIXTURE_COMPLEXES)
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
 MIXTURE_SPLITS = {"train": list(range(12)), "val": [20], "test": []}
-SEED_BASE = {"A": 1000, "B": 2000, "C": 3000, MIXTURE: 4000}
+SEED_BASE = {"A": 1000, "B": 2000, "C": 3000, MIXTURE: 4000, MIXTURE_COMPLEXES: 5000}
 # Training variants: appearance randomisation of patches, share of patches centred on
 # a distractor (learned negatives).
 VARIANTS = {
@@ -161,15 +172,23 @@ def _config(domain: str, shape, particles: int, seed: int | None = None):
     from cryoscout.simulate.tomogram import TomogramConfig, load_templates
 
     distractors = DISTRACTOR_CLASSES
-    if domain == MIXTURE:
-        opts = mixture_setting(seed)
+    complexes = {}
+    if domain in MIXTURES:
+        # L's tomogram i is imaged as M's tomogram i.
+        opts = mixture_setting(seed - SEED_BASE[domain] + SEED_BASE[MIXTURE])
         distractors = MIXTURE_DISTRACTOR_CLASSES
+        if domain == MIXTURE_COMPLEXES:
+            from cryoscout.simulate.tomo_complexes import complex_maps
+
+            complexes = complex_maps(
+                load_templates(TEMPLATES, distractors), COMPLEXES_PER_TOMOGRAM, [seed, 5]
+            )
     elif domain in DOMAINS:
         opts = dict(DOMAINS[domain])
     else:
         opts = {**DOMAINS["A"], **FACTORS[domain]}
     if opts.get("n_distractors"):
-        opts["distractor_templates"] = load_templates(TEMPLATES, distractors)
+        opts["distractor_templates"] = {**load_templates(TEMPLATES, distractors), **complexes}
     return TomogramConfig(
         shape=shape,
         voxel_size_A=VOXEL_A,
@@ -225,7 +244,7 @@ def load_sim(out: Path, domain: str, seed: int) -> dict:
 
 
 def _seeds(domain: str, split: str) -> list[int]:
-    splits = MIXTURE_SPLITS if domain == MIXTURE else SPLITS
+    splits = MIXTURE_SPLITS if domain in MIXTURES else SPLITS
     return [SEED_BASE[domain] + s for s in splits[split]]
 
 
@@ -757,7 +776,7 @@ def _markdown(s: dict) -> str:
                     + " | ".join(f"{fp[k]} / {n[k]}" for k in ("protein", "gold", "membrane"))
                     + f" | {fp['elsewhere']} |"
                 )
-    mixed = [m for m in res if m.startswith(MIXTURE + "-")]
+    mixed = [m for m in res if m.split("-")[0] in MIXTURES]
     if mixed:
         lines += [
             "",
@@ -835,7 +854,7 @@ def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> l
                 thr = " / ".join(f"{t:g}" for t in thr.values())
             lines.append(f"| {m} | {variant} | {thr} | " + " | ".join(cells) + " |")
     chosen = pp.get(CHOSEN_POSTPROCESS)
-    mixed = [m for m in models if m.startswith(MIXTURE + "-")]
+    mixed = [m for m in models if m.split("-")[0] in MIXTURES]
     if chosen and mixed:
         lines += [
             "",
@@ -867,7 +886,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("stage", choices=["simulate", "train", "evaluate", "ablate", "postprocess"])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--domain", choices=[*DOMAINS, MIXTURE], default="A")
+    p.add_argument("--domain", choices=[*DOMAINS, *MIXTURES], default="A")
     p.add_argument("--domains", default="A,B,C", help="simulate: which domains")
     p.add_argument("--variant", choices=list(VARIANTS), default="random")
     p.add_argument("--shape", default="64,160,160", help="z,y,x of the simulated tomograms")

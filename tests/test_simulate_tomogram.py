@@ -387,3 +387,28 @@ def test_cli_switches_reach_the_simulator_and_distractors_csv(tmp_path, run_cli)
     rec = yaml.safe_load((out / "config.yaml").read_text())
     cfg = rec.get("config", rec)
     assert cfg["defocus_gradient"] is True and cfg["noise_slope"] == -1.0
+
+
+def test_cli_complexes_are_distractors_and_need_their_subunits(tmp_path, run_cli, shared_data):
+    import pandas as pd
+
+    common = ["--shape", "48,48,24", "--voxel-size", "20", "--particles", "2", "--tilt-step", "10"]
+    common += ["--templates", shared_data / "templates_10A", "--classes", "4cr2"]
+    out = tmp_path / "sim"
+    res = run_cli(
+        "simulate", "tomogram", out, *common, "--distractors", "8",
+        "--distractor-classes", "3qm1,1s3x", "--complexes", "2",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    dis = pd.read_csv(out / "distractors.csv")
+    names = set(dis.loc[dis["kind"] == "protein", "name"])
+    # The subunits' own kinds and the two complexes are all drawn from.
+    assert any(n.startswith("complex-") for n in names)
+    assert names <= {"3qm1", "1s3x"} | {n for n in names if n.startswith("complex-")}
+    assert len({n for n in names if n.startswith("complex-")}) <= 2
+
+    res = run_cli("simulate", "tomogram", tmp_path / "bad", *common, "--complexes", "2")
+    assert res.code == 1
+    assert "--complexes" in res.err and "--distractor-classes" in res.err
+    assert res.err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()

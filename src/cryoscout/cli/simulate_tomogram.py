@@ -50,6 +50,13 @@ def tomogram(
         "--distractor-classes",
         help="Their template names in --templates (default: simple shapes).",
     ),
+    complexes: int = typer.Option(
+        0,
+        "--complexes",
+        help="Also this many kinds of large complexes, each packed from randomly rotated "
+        "--distractor-classes maps (docs/simulator.md); --distractors proteins are drawn "
+        "from every kind.",
+    ),
     noise_slope: float = typer.Option(
         0.0, "--noise-slope", help="Noise power ~ k^slope: 0 white, <0 falling, >0 rising."
     ),
@@ -103,6 +110,10 @@ def tomogram(
             --classes 4v94,4cr2 --distractors 30 --distractor-classes 5mrc,3d2f \\
             --noise-slope -1 --astigmatism-um 1 --defocus-gradient --outside-material \\
             --alignment-shift 0.5 --intensity-scale 37 --intensity-offset 512
+
+        $ cryoscout simulate tomogram sim4 --seed 4 --templates ../shared/data/templates_10A \
+            --classes 4v94,4cr2 --distractors 30 --distractor-classes 1bxn,2cg9,3qm1 \
+            --complexes 6
     """
     from cryoscout.errors import InputError
     from cryoscout.io.runfolder import run_folder
@@ -115,7 +126,7 @@ def tomogram(
         write_simulated_tomogram,
     )
 
-    if particles < 0 or membranes < 0 or fiducials < 0 or distractors < 0:
+    if min(particles, membranes, fiducials, distractors, complexes) < 0:
         raise InputError("--particles", "counts must not be negative")
     if tilt_step <= 0 or not 0 < tilt_range <= 90:
         raise InputError("--tilt-range", "need 0 < tilt range <= 90 and a positive step")
@@ -147,6 +158,13 @@ def tomogram(
         distractor_maps = load_templates(templates, distractor_list)
     elif distractor_list:
         raise InputError("--distractor-classes", "needs --templates (the folder of their maps)")
+    if complexes and not distractor_maps:
+        raise InputError("--complexes", "needs --distractor-classes (the subunits' maps)")
+    if complexes:
+        from cryoscout.simulate.tomo_complexes import complex_maps
+
+        # Their own stream of the seed, so adding complexes moves nothing else's draw.
+        distractor_maps.update(complex_maps(distractor_maps, complexes, [seed, 5]))
     config = TomogramConfig(
         shape=_parse_shape(shape),
         voxel_size_A=voxel_size,
