@@ -22,8 +22,8 @@ from cryoscout.simulate.tomo_phantom import rotate_template, template_radius
 CONTACT = 0.8
 # Placements tried per subunit before the assembly is closed as it is.
 TRIES = 50
-# Subunits per complex (inclusive): from the SHREC maps' small species (0.01-0.09 of
-# 4v94's mass), complexes of about a third to twice 4cr2's mass.
+# Subunits per complex (inclusive): from the SHREC maps' small species (0.02-0.15 of
+# 4v94's mass), complexes of 0.6-2.3 times 4cr2's mass on average.
 SUBUNIT_RANGE = (6, 24)
 
 
