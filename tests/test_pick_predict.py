@@ -247,3 +247,28 @@ def test_threshold_per_class_reaches_mp_nms_and_is_recorded(setup, tmp_path, run
     for bad, says in [("1:1.5", "between 0 and 1"), ("2:0.3", "class 2 is not one")]:
         res = run_cli(*args, "-o", tmp_path / "bad", "--threshold", bad)
         assert res.code == 1 and says in res.err and res.err.count("\n") == 1
+
+
+def test_classes_not_named_keep_the_thresholds_the_model_records(setup, tmp_path, run_cli):
+    import torch
+
+    from cryoscout.picking.unet import ResUNet3d
+    from cryoscout.picking.weights import PickingModelInfo, save_model
+
+    _, tomos = setup
+    net = ResUNet3d(2, channels=(4, 8))
+    with torch.no_grad():  # class 1 everywhere, as the fixture's model
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
+    info = PickingModelInfo(["ribo", "prot"], {1: 2.0, 2: 2.0}, 16, {"method": "standardize"}, 10.0)
+    info.extra["particle_radius"] = {"1": 4.0, "2": 4.0}
+    info.extra["threshold"] = {"1": 0.4, "2": 0.7}  # as pick train --val-tomogram records
+    save_model(tmp_path / "two.pt", net, info)
+    model, tomo = tmp_path / "two.pt", tomos / "rec_TS_01.mrc"
+    args = ["pick", "predict", "-m", model, tomo, "--format", "csv"]
+    for given, recorded in [("1:0.3", {"1": 0.3, "2": 0.7}), ("2:0.2", {"1": 0.4, "2": 0.2})]:
+        out = tmp_path / given.replace(":", "_")
+        res = run_cli(*args, "-o", out, "--threshold", given, "--accelerator", "cpu")
+        assert res.code == 0, res.err
+        settings = json.loads((out / "TS_01.done.json").read_text())["settings"]
+        assert settings["threshold"] == recorded

@@ -45,8 +45,8 @@ def predict(
         "--threshold",
         metavar="T",
         help="MP-NMS: minimum pooled foreground fraction of a pick (0-1): 0.1, or per class "
-        "1:0.05,2:0.7 (classes not named keep 0.1). Classes differ in how fully the network "
-        "fills them, so one threshold each can pick better.",
+        "1:0.05,2:0.7 (classes not named keep the model's threshold, else 0.1). Classes "
+        "differ in how fully the network fills them, so one threshold each can pick better.",
         show_default="chosen per class on pick train's --val-tomogram, else 0.1",
     ),
     max_surround: float | None = typer.Option(
@@ -169,7 +169,11 @@ def predict(
         unknown = sorted(set(thresholds) - set(classes))
         if unknown:
             raise InputError("--threshold", f"class {unknown[0]} is not one of the model's")
-        thresholds = {c: thresholds.get(c, batch.DEFAULT_THRESHOLD) for c in classes}
+        # Classes not named keep what the model records (pick train --val-tomogram).
+        recorded = batch.default_settings(net, info).threshold
+        if not isinstance(recorded, dict):
+            recorded = dict.fromkeys(classes, recorded)
+        thresholds = {c: thresholds.get(c, recorded[c]) for c in classes}
     overrides = {"formats": fmts, "save_maps": save_maps}
     if thresholds is not None:
         overrides["threshold"] = thresholds
