@@ -635,7 +635,13 @@ def postprocess(args) -> None:
     table: dict = json.loads(cache.read_text()) if cache.is_file() and not args.force else {}
     for run in sorted((args.out / "models").glob("*/model.pt")):
         name = run.parent.name
-        if all(name in table.get(v, {}) for v in POSTPROCESS):
+        # Variants not scored yet; the chosen one also when scored before it counted
+        # false picks by name.
+        done = {v for v in POSTPROCESS if name in table.get(v, {})}
+        if "false_picks_by_name" not in table.get(CHOSEN_POSTPROCESS, {}).get(name, {}):
+            done.discard(CHOSEN_POSTPROCESS)
+        todo = {v: x for v, x in POSTPROCESS.items() if v not in done}
+        if not todo:
             continue  # scored before (--force: again)
         _, info = load_model(run)
         home = info.extra["domain"]
@@ -651,7 +657,7 @@ def postprocess(args) -> None:
             ]
             for d in DOMAINS
         }
-        for vname, variant in POSTPROCESS.items():
+        for vname, variant in todo.items():
             grid = variant.get("grid") or [None]
             if variant.get("per_class"):
                 # Each class at the threshold of its best validation F1 (the lowest on ties).
@@ -676,6 +682,10 @@ def postprocess(args) -> None:
             for d, items in tests.items():
                 picks = [_pick(prob, radii, label_r, thr, variant) for prob, _ in items]
                 res[d] = _scores(picks, [sim["particles"] for _, sim in items], radii, classes)
+                if vname == CHOSEN_POSTPROCESS:
+                    res.setdefault("false_picks_by_name", {})[d] = _false_picks_by_name(
+                        picks, [sim for _, sim in items], radii
+                    )
             table.setdefault(vname, {})[name] = res
             print(
                 name,
@@ -684,6 +694,40 @@ def postprocess(args) -> None:
                 flush=True,
             )
     write_text(args.out / "postprocess.json", json.dumps(table, indent=1))
+
+
+def _false_picks_by_name(picks_by_tomo: list, sims: list, radii) -> dict[str, dict[str, int]]:
+    """False picks per class on each kind of distractor, by name (protein species,
+    ``gold``, ``vesicle``), or ``elsewhere``; a pick lies on a distractor within half its
+    particle radius of the distractor's surface (of a vesicle's shell: a whole radius),
+    the distances :func:`_distractor_fps` uses, and counts for the nearest."""
+    from cryoscout.picking.evaluate import evaluate_picks
+
+    out: dict[str, dict[str, int]] = {}
+    for picks, sim in zip(picks_by_tomo, sims, strict=True):
+        matched = set(evaluate_picks(picks, sim["particles"], radii).matches["pick"].astype(int))
+        dis = sim["distractors"]
+        for i, pick in picks.iterrows():
+            if i in matched:
+                continue
+            r = radii[int(pick["class"])]
+            name = "elsewhere"
+            if len(dis):
+                dist = np.linalg.norm(
+                    dis[["x", "y", "z"]].to_numpy(float) - pick[["x", "y", "z"]].to_numpy(float),
+                    axis=1,
+                )
+                gap = np.where(
+                    dis["kind"] == "membrane",
+                    np.abs(dist - dis["radius"]) - 0.5 * r,
+                    dist - dis["radius"],
+                )
+                j = int(np.argmin(gap))
+                if gap[j] <= 0.5 * r:
+                    name = str(dis.iloc[j]["name"])
+            per = out.setdefault(CLASSES[int(pick["class"]) - 1], {})
+            per[name] = per.get(name, 0) + 1
+    return out
 
 
 def _overall_f1(picks, truth, radii) -> float:
