@@ -923,6 +923,30 @@ def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> l
                     fb = chosen[best][d][c]["f1"]
                     cells.append(f"{f} ({best} {fb}) | {fb - f:+.3f}")
                 lines.append(f"| {m} | {d} | " + " | ".join(cells) + " |")
+    named = {
+        m: r["false_picks_by_name"] for m, r in (chosen or {}).items() if "false_picks_by_name" in r
+    }
+    if named:
+        lines += [
+            "",
+            f"False picks with `{CHOSEN_POSTPROCESS}`, by what they lie on (a protein species, "
+            "gold, a vesicle, or nothing: `elsewhere`), over each test domain's two "
+            "tomograms:",
+            "",
+            "| model | " + " | ".join(f"test {d}" for d in domains) + " |",
+            "| --- | " + " | ".join("---" for _ in domains) + " |",
+        ]
+        for m, by_domain in named.items():
+            cells = [
+                "; ".join(
+                    f"{c}: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+                    for c, per in by_domain.get(d, {}).items()
+                )
+                or "none"
+                for d in domains
+            ]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return lines
 
 
