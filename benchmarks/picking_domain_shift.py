@@ -14,13 +14,14 @@ Domain ``M`` (mixture, training only): every training tomogram its own setting d
 distractor counts), with non-annotated proteins of six *other* species (1bxn, 1s3x,
 2cg9, 3gl1, 3h84, 3qm1), so the test domains' distractors are unseen species.
 Domain ``L`` (training only): M's settings, tomogram by tomogram, whose samples also hold
-six complexes each, packed from 6-24 of those species' maps (``simulate.tomo_complexes``),
-so that it sees negatives as large as its targets (M's are all under a quarter of 4cr2's
-mass; B's and C's 5mrc is 2.5 times it).
+six complexes each, packed from 6-24 of those species' maps as branching chains
+(``simulate.tomo_complexes``), so that it sees negatives as large as its targets (M's are
+all under a quarter of 4cr2's mass; B's and C's 5mrc is 2.5 times it). Domain ``K``: the
+same with the complexes packed as globules.
 
 Stages (each writes into ``--out``, so runs can go in parallel and resume)::
 
-    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M,L
+    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M,L,K
     python benchmarks/picking_domain_shift.py train --out D --domain A --variant plain
     python benchmarks/picking_domain_shift.py train --out D --domain M --variant neg
     python benchmarks/picking_domain_shift.py train --out D --domain B --variant neg
@@ -127,12 +128,22 @@ MIXTURE_DISTRACTOR_CLASSES = ["1bxn", "1s3x", "2cg9", "3gl1", "3h84", "3qm1"]
 # the mixture's six species (``simulate.tomo_complexes``): those species are all under
 # 0.1 of 4cr2's mass, so M never sees a negative as large as a target.
 MIXTURE_COMPLEXES = "L"
+# Domain "K": the same with the complexes packed as globules, not branching chains.
+MIXTURE_COMPACT = "K"
+COMPLEX_PACKING = {MIXTURE_COMPLEXES: "branched", MIXTURE_COMPACT: "compact"}
 COMPLEXES_PER_TOMOGRAM = 6
-MIXTURES = (MIXTURE, MIXTURE_COMPLEXES)
+MIXTURES = (MIXTURE, MIXTURE_COMPLEXES, MIXTURE_COMPACT)
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
 MIXTURE_SPLITS = {"train": list(range(12)), "val": [20], "test": []}
-SEED_BASE = {"A": 1000, "B": 2000, "C": 3000, MIXTURE: 4000, MIXTURE_COMPLEXES: 5000}
+SEED_BASE = {
+    "A": 1000,
+    "B": 2000,
+    "C": 3000,
+    MIXTURE: 4000,
+    MIXTURE_COMPLEXES: 5000,
+    MIXTURE_COMPACT: 6000,
+}
 # Training variants: appearance randomisation of patches, share of patches centred on
 # a distractor (learned negatives).
 VARIANTS = {
@@ -177,11 +188,14 @@ def _config(domain: str, shape, particles: int, seed: int | None = None):
         # L's tomogram i is imaged as M's tomogram i.
         opts = mixture_setting(seed - SEED_BASE[domain] + SEED_BASE[MIXTURE])
         distractors = MIXTURE_DISTRACTOR_CLASSES
-        if domain == MIXTURE_COMPLEXES:
+        if domain in COMPLEX_PACKING:
             from cryoscout.simulate.tomo_complexes import complex_maps
 
             complexes = complex_maps(
-                load_templates(TEMPLATES, distractors), COMPLEXES_PER_TOMOGRAM, [seed, 5]
+                load_templates(TEMPLATES, distractors),
+                COMPLEXES_PER_TOMOGRAM,
+                [seed, 5],
+                packing=COMPLEX_PACKING[domain],
             )
     elif domain in DOMAINS:
         opts = dict(DOMAINS[domain])

@@ -48,6 +48,24 @@ def test_mixed_subunits_sum_to_one_of_each_possible_total():
     assert min(abs(dens.sum() - t) / t for t in totals) < 0.03
 
 
+def _gyration_radius(d: np.ndarray) -> float:
+    idx = np.argwhere(d > 0.1)
+    return float(np.sqrt(((idx - idx.mean(0)) ** 2).sum(1).mean()))
+
+
+def test_compact_packing_makes_globules_and_branched_makes_chains():
+    one = {"large": SUBUNITS["large"]}
+    rg = {
+        packing: np.mean(
+            [_gyration_radius(assemble_complex(one, 12, seed, packing)[0]) for seed in range(4)]
+        )
+        for packing in ("compact", "branched")
+    }
+    # Twelve touching balls: packed towards their middle they span less than as a random
+    # branching chain (gyration radius 0.74 of the chain's over these seeds).
+    assert rg["compact"] < 0.85 * rg["branched"]
+
+
 def test_same_seed_same_complex_other_seed_differs():
     a, _ = assemble_complex(SUBUNITS, 4, rng=7)
     b, _ = assemble_complex(SUBUNITS, 4, rng=7)
@@ -67,6 +85,8 @@ def test_same_seed_same_complex_other_seed_differs():
 def test_bad_requests_are_refused(subunits, n, message):
     with pytest.raises(ValueError, match=message):
         assemble_complex(subunits, n, rng=0)
+    with pytest.raises(ValueError, match="packing must be one of"):
+        assemble_complex(SUBUNITS, 2, rng=0, packing="loose")
 
 
 def test_complex_maps_are_named_by_their_subunit_count_and_reproducible():

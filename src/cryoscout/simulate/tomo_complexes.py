@@ -25,18 +25,23 @@ TRIES = 50
 # Subunits per complex (inclusive): from the SHREC maps' small species (0.02-0.15 of
 # 4v94's mass), complexes of 0.6-2.3 times 4cr2's mass on average.
 SUBUNIT_RANGE = (6, 24)
+PACKINGS = ("compact", "branched")
 
 
 def assemble_complex(
     subunits: Mapping[str, tuple[np.ndarray, float]],
     n_subunits: int,
     rng: np.random.Generator | int,
+    packing: str = "compact",
 ) -> tuple[np.ndarray, float]:
     """A complex of ``n_subunits`` randomly rotated subunits packed against each other.
 
     Each subunit after the first is drawn (with replacement) from ``subunits``, rotated
     at random and placed touching a randomly chosen one already in place, in a random
-    direction, where it clashes with none of the others; densities add.
+    direction, where it clashes with none of the others; densities add. ``compact``
+    packing tries :data:`TRIES` such places and takes the one nearest the complex's
+    centre, so the complex grows as a globule, as most large assemblies are; ``branched``
+    takes the first, so it grows as a loose, branching chain.
 
     Parameters
     ----------
@@ -49,6 +54,8 @@ def assemble_complex(
         place is found in :data:`TRIES` tries.
     rng
         Generator or seed.
+    packing
+        ``compact`` or ``branched``.
 
     Returns
     -------
@@ -58,8 +65,11 @@ def assemble_complex(
     Raises
     ------
     ValueError
-        No subunits, ``n_subunits`` < 1, or subunits of different voxel sizes.
+        No subunits, ``n_subunits`` < 1, subunits of different voxel sizes, or an
+        unknown packing.
     """
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, not {packing!r}")
     if not subunits:
         raise ValueError("a complex needs at least one subunit map")
     if n_subunits < 1:
@@ -77,16 +87,24 @@ def assemble_complex(
         if not placed:
             placed.append((cube, np.zeros(3), radii[k]))
             continue
+        middle = np.mean([c for _, c, _ in placed], axis=0)
+        best = None
         for _try in range(TRIES):
             _, anchor, r_anchor = placed[int(rng.integers(len(placed)))]
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             centre = anchor + direction * CONTACT * (r_anchor + radii[k])
-            if all(
-                np.linalg.norm(centre - c) >= CONTACT * (r + radii[k]) - 1e-6 for _, c, r in placed
-            ):
-                placed.append((cube, centre, radii[k]))
+            clash = any(
+                np.linalg.norm(centre - c) < CONTACT * (r + radii[k]) - 1e-6 for _, c, r in placed
+            )
+            if clash:
+                continue
+            if best is None or np.linalg.norm(centre - middle) < np.linalg.norm(best - middle):
+                best = centre
+            if packing == "branched":
                 break
+        if best is not None:
+            placed.append((cube, best, radii[k]))
     return _render(placed), voxels.pop()
 
 
@@ -121,6 +139,7 @@ def complex_maps(
     n_complexes: int,
     rng: np.random.Generator | int | list[int],
     subunit_range: tuple[int, int] = SUBUNIT_RANGE,
+    packing: str = "compact",
     prefix: str = "complex",
 ) -> dict[str, tuple[np.ndarray, float]]:
     """Several complexes, each of a random number of subunits, named for a simulator.
@@ -135,6 +154,8 @@ def complex_maps(
         Generator or seed (the same seed gives the same complexes).
     subunit_range
         Inclusive range of the number of subunits of each.
+    packing
+        As :func:`assemble_complex`.
     prefix
         Names are ``<prefix>-<i>-<n subunits>``.
 
@@ -149,5 +170,5 @@ def complex_maps(
     out = {}
     for i in range(n_complexes):
         n = int(rng.integers(lo, hi + 1))
-        out[f"{prefix}-{i}-{n}"] = assemble_complex(subunits, n, rng)
+        out[f"{prefix}-{i}-{n}"] = assemble_complex(subunits, n, rng, packing)
     return out
