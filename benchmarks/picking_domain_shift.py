@@ -126,7 +126,7 @@ MIXTURE_DISTRACTOR_CLASSES = ["1bxn", "1s3x", "2cg9", "3gl1", "3h84", "3qm1"]
 # Domain "L": the mixture's tomograms (the same settings, tomogram by tomogram) whose
 # sample also holds large non-annotated complexes, each tomogram its own, assembled from
 # the mixture's six species (``simulate.tomo_complexes``): those species are all under
-# 0.1 of 4cr2's mass, so M never sees a negative as large as a target.
+# a quarter of 4cr2's mass, so M never sees a negative as large as a target.
 MIXTURE_COMPLEXES = "L"
 # Domain "K": the same with the complexes packed as globules, not branching chains.
 MIXTURE_COMPACT = "K"
@@ -183,26 +183,22 @@ def _config(domain: str, shape, particles: int, seed: int | None = None):
     from cryoscout.simulate.tomogram import TomogramConfig, load_templates
 
     distractors = DISTRACTOR_CLASSES
-    complexes = {}
     if domain in MIXTURES:
-        # L's tomogram i is imaged as M's tomogram i.
+        # L's and K's tomogram i is imaged as M's tomogram i.
         opts = mixture_setting(seed - SEED_BASE[domain] + SEED_BASE[MIXTURE])
         distractors = MIXTURE_DISTRACTOR_CLASSES
-        if domain in COMPLEX_PACKING:
-            from cryoscout.simulate.tomo_complexes import complex_maps
-
-            complexes = complex_maps(
-                load_templates(TEMPLATES, distractors),
-                COMPLEXES_PER_TOMOGRAM,
-                [seed, 5],
-                packing=COMPLEX_PACKING[domain],
-            )
     elif domain in DOMAINS:
         opts = dict(DOMAINS[domain])
     else:
         opts = {**DOMAINS["A"], **FACTORS[domain]}
     if opts.get("n_distractors"):
-        opts["distractor_templates"] = {**load_templates(TEMPLATES, distractors), **complexes}
+        maps = load_templates(TEMPLATES, distractors)
+        if domain in COMPLEX_PACKING:
+            from cryoscout.simulate.tomo_complexes import complex_maps
+
+            packing = COMPLEX_PACKING[domain]
+            maps |= complex_maps(maps, COMPLEXES_PER_TOMOGRAM, [seed, 5], packing=packing)
+        opts["distractor_templates"] = maps
     return TomogramConfig(
         shape=shape,
         voxel_size_A=VOXEL_A,
@@ -339,6 +335,12 @@ def train(args) -> None:
     print(f"{name}: trained {args.epochs * args.samples} patches in {seconds:.0f} s", flush=True)
 
 
+def _false_picks(picks: pd.DataFrame, ev) -> pd.DataFrame:
+    """The picks that ``ev`` (``evaluate_picks`` of ``picks``) matched to no true centre."""
+    matched = set(ev.matches["pick"].astype(int))
+    return picks.iloc[[i for i in range(len(picks)) if i not in matched]]
+
+
 def _distractor_fps(fp_picks: pd.DataFrame, distractors: pd.DataFrame, radii) -> dict[str, int]:
     """False picks that lie on a distractor, by kind (protein, gold, membrane)."""
     out = {"protein": 0, "gold": 0, "membrane": 0, "elsewhere": 0}
@@ -402,10 +404,7 @@ def evaluate(args) -> None:
         # False picks on the training domain's own kinds of distractors (for the mixture:
         # the species it was shown as negatives), against those on the test domains'.
         val_picks = mp_nms(val_labels, radii, threshold=thr, classes=classes)
-        matched = set(
-            evaluate_picks(val_picks, val["particles"], radii).matches["pick"].astype(int)
-        )
-        unmatched = val_picks.iloc[[i for i in range(len(val_picks)) if i not in matched]]
+        unmatched = _false_picks(val_picks, evaluate_picks(val_picks, val["particles"], radii))
         res["val_false_picks"] = _distractor_fps(unmatched, val["distractors"], radii)
         res["val_distractors"] = {
             k: int((val["distractors"]["kind"] == k).sum()) if len(val["distractors"]) else 0
@@ -425,8 +424,7 @@ def evaluate(args) -> None:
                 for c, row in ev.per_class.iterrows():
                     for k in ("tp", "fp", "fn"):
                         counts[int(c)][k] += int(row[k])
-                matched = set(ev.matches["pick"].astype(int))
-                fp_picks = picks.iloc[[i for i in range(len(picks)) if i not in matched]]
+                fp_picks = _false_picks(picks, ev)
                 for k, v in _distractor_fps(fp_picks, sim["distractors"], radii).items():
                     fps[k] += v
                 if len(sim["distractors"]):
@@ -719,11 +717,9 @@ def _false_picks_by_name(picks_by_tomo: list, sims: list, radii) -> dict[str, di
 
     out: dict[str, dict[str, int]] = {}
     for picks, sim in zip(picks_by_tomo, sims, strict=True):
-        matched = set(evaluate_picks(picks, sim["particles"], radii).matches["pick"].astype(int))
         dis = sim["distractors"]
-        for i, pick in picks.iterrows():
-            if i in matched:
-                continue
+        false = _false_picks(picks, evaluate_picks(picks, sim["particles"], radii))
+        for _, pick in false.iterrows():
             r = radii[int(pick["class"])]
             name = "elsewhere"
             if len(dis):

@@ -111,8 +111,8 @@ def tomogram(
             --noise-slope -1 --astigmatism-um 1 --defocus-gradient --outside-material \\
             --alignment-shift 0.5 --intensity-scale 37 --intensity-offset 512
 
-        $ cryoscout simulate tomogram sim4 --seed 4 --templates ../shared/data/templates_10A \
-            --classes 4v94,4cr2 --distractors 30 --distractor-classes 1bxn,2cg9,3qm1 \
+        $ cryoscout simulate tomogram sim4 --seed 4 --templates ../shared/data/templates_10A \\
+            --classes 4v94,4cr2 --distractors 30 --distractor-classes 1bxn,2cg9,3qm1 \\
             --complexes 6
     """
     from cryoscout.errors import InputError

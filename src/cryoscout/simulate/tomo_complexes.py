@@ -3,7 +3,7 @@
 A picker trained on tomograms whose only non-annotated proteins are small learns that
 anything as large as its targets is a target, and then picks every large complex of a
 new sample (BENCHMARKS.md, "Picking under domain shift": a mixture model shown only
-sub-MDa negatives labelled 10 of 12 yeast mitoribosomes 4cr2). Real cells hold many
+sub-MDa negatives labelled 10 of 11 yeast mitoribosomes 4cr2). Real cells hold many
 large assemblies; :func:`assemble_complex` builds one by packing randomly rotated
 subunit maps against each other, so a training set can show the network large
 negatives of as many shapes as it likes, each tomogram its own.
@@ -20,7 +20,8 @@ from cryoscout.simulate.tomo_phantom import rotate_template, template_radius
 # Subunits touch at this fraction of the sum of their radii (maps are not spheres, so
 # centres a little closer than touching spheres pack them face to face).
 CONTACT = 0.8
-# Placements tried per subunit before the assembly is closed as it is.
+# Places tried per subunit (compact: all, for the one nearest the middle; branched: up to
+# the first clash-free one); with none clash-free the subunit is left out.
 TRIES = 50
 # Subunits per complex (inclusive): from the SHREC maps' small species (0.02-0.15 of
 # 4v94's mass), complexes of 0.6-2.3 times 4cr2's mass on average.
