@@ -88,7 +88,8 @@ def crop_truth(sim, size: int, fov: float = 1.0) -> tuple[np.ndarray, pd.DataFra
     full = sim.full_squares.reset_index(drop=True)
     pitch_px = MESH_SPECS[sim.config.mesh][0] / (sim.config.pixel_size_nm / 1000.0)
     half = round(fov * pitch_px / 2)
-    pad = np.pad(sim.image, half, mode="constant", constant_values=float(sim.image.min()))
+    image = sim.montage.image  # as the extraction code receives it: flat-fielded
+    pad = np.pad(image, half, mode="constant", constant_values=float(image.min()))
     crops = []
     for x, y in zip(full["x_px"], full["y_px"], strict=True):
         r, c = round(y) + half, round(x) + half

@@ -1,9 +1,11 @@
 """Stitch atlas tiles into one montage with feathered overlaps and a pixel->stage affine.
 
-Each tile is placed at its (rounded) top-left position from the metadata. Where tiles
-overlap, pixels are averaged with weights that fall off linearly towards each tile's
-edge (its distance to the nearest edge), so seams fade instead of showing the last
-tile written. Pixels no tile covers are NaN.
+Each tile is first divided by the beam's fall-off, estimated from all the tiles
+(:mod:`cryoscout.atlas.flatfield`), so that a square's brightness does not depend
+on where in its tile it was imaged. Each tile is placed at its (rounded) top-left
+position from the metadata. Where tiles overlap, pixels are averaged with weights that
+fall off linearly towards each tile's edge (its distance to the nearest edge), so seams
+fade instead of showing the last tile written. Pixels no tile covers are NaN.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from cryoscout.atlas.flatfield import MIN_TILES, bin_image, fit_flat_field
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, Montage, TileRecord
 from cryoscout.io.validate import check_memory
@@ -108,7 +111,23 @@ def _fit_to_box(image: np.ndarray, tile: TileRecord) -> np.ndarray:
     ).astype(np.float32)
 
 
-def stitch(source: AtlasSource) -> Montage:
+def _flat_field(source: AtlasSource, tiles: list[TileRecord]) -> np.ndarray | None:
+    """The beam's fall-off over the most common tile box, from every tile of that box."""
+    from cryoscout.io.atlas_reader import load_tile
+
+    boxes = [(t.height, t.width) for t in tiles]
+    box = max(set(boxes), key=boxes.count)
+    same = [t for t in tiles if (t.height, t.width) == box]
+    if len(same) < MIN_TILES:
+        return None
+    binned = [
+        bin_image(_fit_to_box(load_tile(source, t), t))
+        for t in track(same, desc="flat field", unit="tile")
+    ]
+    return fit_flat_field(binned, box)
+
+
+def stitch(source: AtlasSource, flat_field: bool = True) -> Montage:
     """Stitch an atlas's tiles into one montage image.
 
     Parameters
@@ -116,6 +135,11 @@ def stitch(source: AtlasSource) -> Montage:
     source
         From :func:`cryoscout.io.atlas_reader.open_atlas`; every tile that names an
         image file must exist.
+    flat_field
+        Divide every tile by the illumination estimated from the tiles
+        (:func:`~cryoscout.atlas.flatfield.fit_flat_field`; no change with fewer
+        than :data:`~cryoscout.atlas.flatfield.MIN_TILES` tiles). The tiles are
+        then read twice, binned the first time.
 
     Returns
     -------
@@ -151,10 +175,13 @@ def stitch(source: AtlasSource) -> Montage:
         image = load_tile(source, tiles[0])  # nothing to blend: skip the accumulators
         return Montage(image, source.pixel_size_A, _stage_affine(source))
 
+    flat = _flat_field(source, tiles) if flat_field else None
     total = np.zeros((height, width), dtype=np.float32)
     weight = np.zeros((height, width), dtype=np.float32)
     for tile in track(tiles, desc="stitching", unit="tile"):
         image = _fit_to_box(load_tile(source, tile), tile)
+        if flat is not None and image.shape == flat.shape:
+            image = image / flat
         w = feather_weights(tile.height, tile.width)
         if not np.isfinite(image).all():  # e.g. a saturated float tile: ignore bad pixels
             w = np.where(np.isfinite(image), w, 0).astype(np.float32)

@@ -40,6 +40,7 @@ noise of standard deviation ``label_noise`` (default 0) to mimic scorers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,10 +243,20 @@ class SimulatedAtlas:
     lattice: Lattice = field(repr=False, default=None)  # type: ignore[assignment]
     grid_centre_px: tuple[float, float] = (0.0, 0.0)
 
-    @property
+    @functools.cached_property
     def montage(self) -> Montage:
-        """The stitched image as the extraction code receives it."""
-        return Montage(self.image, self.pixel_size_A, self.px_to_stage)
+        """The stitched image as the extraction code receives it.
+
+        As :func:`cryoscout.atlas.stitch.stitch` makes it from the written tiles:
+        each tile divided by the beam's fall-off estimated from the tiles, then
+        blended (``image`` itself keeps the tiles as exposed).
+        """
+        from cryoscout.atlas.flatfield import flatten_tiles
+
+        tiles, flat = flatten_tiles(self.tiles)
+        shape = self.image.shape
+        image = self.image if flat is None else blend_tiles(tiles, self.positions_px, shape)
+        return Montage(image, self.pixel_size_A, self.px_to_stage)
 
     @property
     def full_squares(self) -> pd.DataFrame:
