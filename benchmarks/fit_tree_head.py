@@ -105,6 +105,7 @@ def main() -> None:
                    help="Scores whose calibration has a zero point (none: no value).")  # fmt: skip
     p.add_argument("--hand", choices=HAND_FEATURES, default="all", help="Hand-made features.")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="Ensembles to average (seeds from --seed).")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     p.add_argument("--cache", type=Path, help="Folder caching the head inputs.")
     p.add_argument("-o", "--out", type=Path, required=True, help="Model file to write.")
@@ -125,7 +126,7 @@ def main() -> None:
     record: dict = {}
     if not args.no_head:
         _, inputs, labels = scored(net_only, args.head_data, args.hand, args.cache)
-        head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand)
+        head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand, n_seeds=args.seeds)
         record["head_fit"] = {
             "data": [str(f) for f in args.head_data],
             "n_labeled": len(labels),
@@ -133,6 +134,7 @@ def main() -> None:
             "hand": head.hand,
             "trees": {s: head.trees[s].n_trees for s in SCORES},
             "seed": args.seed,
+            "seeds": args.seeds,
         }
     model = ScoringModel(source.net, meta, source=source.source, head=head)
     calibration = {}
@@ -158,6 +160,7 @@ def main() -> None:
         + (" --calib-data " + " ".join(map(str, args.calib_data)) if args.calib_data else "")
         + (" --zero-point " + " ".join(args.zero_point) if args.calib_data else "")
         + f" --seed {args.seed}"
+        + (f" --seeds {args.seeds}" if args.seeds > 1 else "")
     )
     save_model(args.out, source.net, meta["normalisation"], head=head, calibration=calibration,
                **extra, **record)  # fmt: skip

@@ -38,6 +38,41 @@ def test_exported_trees_predict_exactly_what_sklearn_predicts(tmp_path):
     np.testing.assert_allclose(back.predict(fresh), model.predict(fresh), rtol=0, atol=1e-10)
 
 
+def test_mean_of_ensembles_predicts_the_mean_of_their_predictions():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4))
+    y = x[:, 0] ** 2 + np.sign(x[:, 1])
+    shapes = [(20, 5), (35, 9)]  # different tree counts and node counts: padding must not leak
+    fits = [
+        HistGradientBoostingRegressor(max_iter=n, max_leaf_nodes=m, random_state=k).fit(x, y)
+        for k, (n, m) in enumerate(shapes)
+    ]
+    parts = [TreeEnsemble.from_sklearn(f) for f in fits]
+    mean = TreeEnsemble.mean(parts)
+    assert mean.n_trees == sum(p.n_trees for p in parts)
+    fresh = rng.normal(size=(200, 4))
+    expected = np.mean([f.predict(fresh) for f in fits], axis=0)
+    np.testing.assert_allclose(mean.predict(fresh), expected, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="no ensemble"):
+        TreeEnsemble.mean([])
+
+
+def test_head_of_several_seeds_averages_them():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(12_000, 3)).astype(np.float32)  # > 10,000: early stopping holds out
+    labels = np.clip(np.stack([x[:, 0] + 2] * 5, axis=1) + 0.3 * rng.normal(size=(12_000, 5)), 0, 4)
+    one = [TreeHead.fit(x, labels, seed=s) for s in (5, 6)]
+    both = TreeHead.fit(x, labels, seed=5, n_seeds=2)
+    fresh = rng.normal(size=(100, 3)).astype(np.float32)
+    expected = np.mean([h.predict(fresh) for h in one], axis=0)
+    np.testing.assert_allclose(both.predict(fresh), expected, atol=1e-9)
+    assert not np.allclose(one[0].predict(fresh), one[1].predict(fresh))  # seeds differ
+    with pytest.raises(ValueError, match="n_seeds"):
+        TreeHead.fit(x, labels, n_seeds=0)
+
+
 def test_tree_record_with_children_out_of_range_is_refused():
     from sklearn.ensemble import HistGradientBoostingRegressor
 

@@ -144,7 +144,12 @@ class TreeHead:
 
     @classmethod
     def fit(
-        cls, inputs: np.ndarray, labels: np.ndarray, seed: int = 0, hand: str = "all"
+        cls,
+        inputs: np.ndarray,
+        labels: np.ndarray,
+        seed: int = 0,
+        hand: str = "all",
+        n_seeds: int = 1,
     ) -> TreeHead:
         """Fit on ``(n, f)`` inputs and ``(n, 5)`` labels.
 
@@ -152,20 +157,28 @@ class TreeHead:
         followed by its :func:`atlas_context`, as ``ScoringModel.predict``
         returns them.
 
-        Labels may be NaN (missing, ignored).
+        Labels may be NaN (missing, ignored). With ``n_seeds`` > 1, one
+        ensemble per seed ``seed, seed + 1, ...`` (each holds out another
+        random tenth for early stopping) and the head predicts their mean,
+        which varies less from one fit to the next.
 
         Raises
         ------
         ValueError
-            If some score has fewer than two labels.
+            If some score has fewer than two labels, or ``n_seeds`` < 1.
         """
         from cryoscout.screening.baseline import BaselineModel
 
-        fitted = BaselineModel(seed=seed).fit(inputs, labels)
-        missing = [s for s in SCORES if s not in fitted.models]
+        if n_seeds < 1:
+            raise ValueError(f"n_seeds must be at least 1, not {n_seeds}")
+        fits = [BaselineModel(seed=seed + k).fit(inputs, labels) for k in range(n_seeds)]
+        missing = [s for s in SCORES if s not in fits[0].models]
         if missing:
             raise ValueError(f"too few labels to fit the tree head for {', '.join(missing)}")
-        trees = {s: TreeEnsemble.from_sklearn(fitted.models[s]) for s in SCORES}
+        trees = {
+            s: TreeEnsemble.mean([TreeEnsemble.from_sklearn(f.models[s]) for f in fits])
+            for s in SCORES
+        }
         return cls(trees=trees, n_inputs=int(inputs.shape[1]), hand=hand)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:

@@ -80,6 +80,32 @@ class TreeEnsemble:
         bias = float(np.ravel(model._baseline_prediction)[0])
         return cls(**out, bias=bias, depth=depth)
 
+    @classmethod
+    def mean(cls, ensembles: list[TreeEnsemble]) -> TreeEnsemble:
+        """One ensemble predicting the mean of ``ensembles`` (all their trees, values scaled).
+
+        Raises
+        ------
+        ValueError
+            With no ensemble.
+        """
+        if not ensembles:
+            raise ValueError("no ensemble to average")
+        k = len(ensembles)
+        m = max(e.feature.shape[1] for e in ensembles)
+        out = {}
+        for name in ARRAYS:
+            fill = name == "is_leaf"  # padding nodes are unreachable leaves
+            widths = [((0, 0), (0, m - e.feature.shape[1])) for e in ensembles]
+            parts = [
+                np.pad(getattr(e, name), w, constant_values=fill)
+                for e, w in zip(ensembles, widths, strict=True)
+            ]
+            out[name] = np.concatenate(parts)
+        out["value"] = out["value"] / k
+        bias = float(np.mean([e.bias for e in ensembles]))
+        return cls(**out, bias=bias, depth=max(e.depth for e in ensembles))
+
     @property
     def n_trees(self) -> int:
         return int(self.feature.shape[0])
