@@ -13,13 +13,17 @@ per atlas and resized to ``--size``, cached per folder), and written as a
 The file is checked before it is written anywhere: its trees must predict what
 the scikit-learn regressors predict on the training features.
 
-Example (the shipped baseline: the labels the shipped network and its tree head used)::
+Example (the shipped baseline: the labels the shipped network, its tree head and its
+calibration used; round 6's folders, built as in ``fit_tree_head.py`` and
+``train_default_model.py``)::
 
+    $ D=/tmp/s18/ff
     $ nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/fit_baseline_model.py \\
-        /tmp/s12/{train_a,train_b,head_a,head_b,head_w,calib,calib_w}/atlas* \\
-        /tmp/s13/{train_w,train_wc,head_w2,calib_w2}/atlas* \\
-        /tmp/s14/{train_ld,train_w3,train_ld2,head_ld,head_w3,calib_ld}/atlas* \\
-        --cache /tmp/s12/quality/cache -o /tmp/s14/baseline_gbt.pt --seed 0 --install
+        $D/{train_a,train_b,head_a,head_b,head_w,calib,calib_w}/atlas* \\
+        $D/{train_w,train_wc,head_w2,calib_w2}/atlas* \\
+        $D/{train_ld,train_w3,train_ld2,head_ld,head_w3,calib_ld}/atlas* \\
+        $D/{head_w4,head_ti,head_ld2}/atlas* \\
+        --cache $D/featcache -o /tmp/s18/baseline_gbt.pt --seed 0 --install
 """
 
 from __future__ import annotations

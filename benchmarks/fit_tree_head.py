@@ -14,28 +14,36 @@
 3. The result goes to ``-o`` (and with ``--install`` into the package as the
    default model, ``default_xcryonet.pt`` + ``.json``).
 
-Example (the shipped default: the stage-4 network of ``train_default_model.py``; round 5 of
-``benchmarks/results/screening_quality.md`` refitted the same head with the zero point and the
-tie-break of the calibration, which the defaults now give)::
+Example (the shipped default, round 6 of ``benchmarks/results/screening_quality.md``: the
+stage-4 network of ``train_default_model.py``, its head and calibration fitted on atlases
+extracted with the flat field, ``benchmarks/make_screening_data.py`` since round 6, three
+seeds averaged)::
 
-    $ python benchmarks/make_screening_data.py -o /tmp/s12/head_a --atlases 10 --seed 3
-    $ python benchmarks/make_screening_data.py -o /tmp/s12/head_b --atlases 4 --seed 4 \\
+    $ D=/tmp/s18/ff
+    $ python benchmarks/make_screening_data.py -o $D/head_a --atlases 10 --seed 3
+    $ python benchmarks/make_screening_data.py -o $D/head_b --atlases 4 --seed 4 \\
         --crack-scale 2.5
-    $ python benchmarks/make_screening_data.py -o /tmp/s12/head_w --atlases 12 --seed 5 --wide
-    $ python benchmarks/make_screening_data.py -o /tmp/s13/head_w2 --atlases 12 --seed 9 --wide
-    $ python benchmarks/make_screening_data.py -o /tmp/s12/calib --atlases 4 --seed 2
-    $ python benchmarks/make_screening_data.py -o /tmp/s12/calib_w --atlases 4 --seed 6 --wide
-    $ python benchmarks/make_screening_data.py -o /tmp/s13/calib_w2 --atlases 4 --seed 10 --wide
-    $ python benchmarks/make_screening_data.py -o /tmp/s14/head_ld --atlases 6 --seed 22 \\
+    $ python benchmarks/make_screening_data.py -o $D/head_w --atlases 12 --seed 5 --wide
+    $ python benchmarks/make_screening_data.py -o $D/head_w2 --atlases 12 --seed 9 --wide
+    $ python benchmarks/make_screening_data.py -o $D/head_ld --atlases 6 --seed 22 \\
         --wide --dose 45 90
-    $ python benchmarks/make_screening_data.py -o /tmp/s14/head_w3 --atlases 4 --seed 23 --wide
-    $ python benchmarks/make_screening_data.py -o /tmp/s14/calib_ld --atlases 3 --seed 24 \\
+    $ python benchmarks/make_screening_data.py -o $D/head_w3 --atlases 4 --seed 23 --wide
+    $ python benchmarks/make_screening_data.py -o $D/head_w4 --atlases 12 --seed 40 --wide
+    $ python benchmarks/make_screening_data.py -o $D/head_ti --atlases 6 --seed 41 --wide \\
+        --ice 40 80
+    $ python benchmarks/make_screening_data.py -o $D/head_ld2 --atlases 6 --seed 42 \\
+        --wide --dose 45 90
+    $ python benchmarks/make_screening_data.py -o $D/calib --atlases 4 --seed 2
+    $ python benchmarks/make_screening_data.py -o $D/calib_w --atlases 4 --seed 6 --wide
+    $ python benchmarks/make_screening_data.py -o $D/calib_w2 --atlases 4 --seed 10 --wide
+    $ python benchmarks/make_screening_data.py -o $D/calib_ld --atlases 3 --seed 24 \\
         --wide --dose 45 90
     $ python benchmarks/fit_tree_head.py --net /tmp/s14/net_run2/model.pt --hand fast \\
-        --threads 2 --head-data /tmp/s12/head_a/atlas0* /tmp/s12/head_b/atlas0* \\
-        /tmp/s12/head_w/atlas* /tmp/s13/head_w2/atlas* /tmp/s14/head_ld/atlas* \\
-        /tmp/s14/head_w3/atlas* --calib-data /tmp/s12/calib/atlas0* /tmp/s12/calib_w/atlas0* \\
-        /tmp/s13/calib_w2/atlas0* /tmp/s14/calib_ld/atlas0* -o /tmp/s15/final.pt --install
+        --threads 1 --seeds 3 --head-data $D/head_a/atlas0* $D/head_b/atlas0* \\
+        $D/head_w/atlas* $D/head_w2/atlas* $D/head_ld/atlas* $D/head_w3/atlas* \\
+        $D/head_w4/atlas* $D/head_ti/atlas* $D/head_ld2/atlas* --calib-data \\
+        $D/calib/atlas0* $D/calib_w/atlas0* $D/calib_w2/atlas0* $D/calib_ld/atlas0* \\
+        --cache /tmp/s18/cache -o /tmp/s18/ff_final.pt --install
 """
 
 from __future__ import annotations
