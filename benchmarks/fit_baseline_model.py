@@ -15,14 +15,16 @@ the scikit-learn regressors predict on the training features.
 
 Example (the shipped baseline: the labels the shipped network, its tree head and its
 calibration used; round 6's folders, built as in ``fit_tree_head.py`` and
-``train_default_model.py``)::
+``train_default_model.py``). The folders go in ``ls`` order, as to ``screening_quality.py
+--train``: the regressors' early-stopping split follows the row order, and only the same
+order gives the benchmark's in-run baseline exactly::
 
     $ D=/tmp/s18/ff
-    $ nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/fit_baseline_model.py \\
-        $D/{train_a,train_b,head_a,head_b,head_w,calib,calib_w}/atlas* \\
-        $D/{train_w,train_wc,head_w2,calib_w2}/atlas* \\
-        $D/{train_ld,train_w3,train_ld2,head_ld,head_w3,calib_ld}/atlas* \\
-        $D/{head_w4,head_ti,head_ld2}/atlas* \\
+    $ TRAIN=$(ls -d $D/{train_a,train_b,head_a,head_b,head_w,calib,calib_w}/atlas* \\
+        $D/{train_w,train_wc,head_w2,calib_w2,train_ld,train_w3,train_ld2}/atlas* \\
+        $D/{head_ld,head_w3,calib_ld}/atlas* \\
+        $D/{head_w4,head_ti,head_ld2}/atlas*)
+    $ nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/fit_baseline_model.py $TRAIN \\
         --cache $D/featcache -o /tmp/s18/baseline_gbt.pt --seed 0 --install
 """
 
