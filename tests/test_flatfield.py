@@ -105,3 +105,33 @@ def test_stitch_applies_the_same_correction_to_written_tiles(sim, tmp_path):
     np.testing.assert_allclose(corrected[inside], sim.montage.image[inside], rtol=0.02)
     # the correction only ever brightens: every tile is divided by at most 1
     assert np.all(corrected[inside] >= raw[inside] * 0.999)
+
+
+def test_extract_flat_fields_unless_told_not_to(run_cli, sim, tmp_path):
+    """`extract` on written tiles ranks squares by their ice; `--no-flat-field` does not."""
+    import mrcfile
+    import pandas as pd
+    import yaml
+
+    from cryoscout.simulate.atlas import write_simulated_atlas
+
+    atlas = write_simulated_atlas(sim, tmp_path / "epu", fmt="epu")
+    truth = sim.truth
+    clean = (truth["full"] == 1) & (truth["cracking"] == 0) & (truth["contamination"] == 0)
+    clean = (clean & (truth["squareness"] == 4) & (truth["ice_thickness_nm"] > 0)).to_numpy()
+    rho = {}
+    for flag in ("--flat-field", "--no-flat-field"):
+        out = tmp_path / flag.strip("-")
+        res = run_cli("extract", atlas, "-o", out, "--size", "32", flag)
+        assert res.code == 0, res.err
+        config = yaml.safe_load((out / "config.yaml").read_text())["config"]
+        assert config["flat_field"] is (flag == "--flat-field")
+        table = pd.read_csv(out / "squares.csv")
+        with mrcfile.open(out / "squares.mrcs") as f:
+            centre = f.data[:, 8:24, 8:24].mean(axis=(1, 2))
+        dist, idx = cKDTree(table[["x_px", "y_px"]].to_numpy()).query(
+            truth[["x_px", "y_px"]].to_numpy()
+        )
+        keep = clean & (dist < 10)
+        rho[flag] = spearmanr(centre[idx[keep]], truth["transmission"][keep]).statistic
+    assert rho["--flat-field"] > rho["--no-flat-field"] + 0.05

@@ -348,12 +348,16 @@ def test_screen_with_the_shipped_baseline_ranks_defects_below_clean_squares(
 
     atlas, truth = simulated_epu
     out = tmp_path / "out"
-    res = run_cli("screen", atlas, "-o", out, "-m", "baseline", "--top-k", "10")
+    res = run_cli(
+        "screen", atlas, "-o", out, "-m", "baseline", "--top-k", "10", "--no-flat-field"
+    )
     assert res.code == 0, res.err
     for name in ("scores.csv", "squares.mrcs", "report.html", "targets.csv", "targets.nav"):
         assert (out / name).is_file(), name
     assert not list(tmp_path.glob(".out.partial-*"))
-    assert yaml.safe_load((out / "config.yaml").read_text())["config"]["model"] == "baseline"
+    config = yaml.safe_load((out / "config.yaml").read_text())["config"]
+    assert config["model"] == "baseline"
+    assert config["flat_field"] is False
     html = (out / "report.html").read_text()
     assert "gradient-boosted trees on hand-made features" in html
     assert "computes no attention maps" in html and 'alt="cracking attention' not in html

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cryoscout.cli.help import FLAT_FIELD_HELP
+
 
 def extract(
     input: Path = typer.Argument(
@@ -18,6 +20,11 @@ def extract(
     ),
     pixel_size: float | None = typer.Option(
         None, "--pixel-size", help="Atlas pixel size in Å; overrides the metadata.", min=0.0
+    ),
+    flat_field: bool = typer.Option(
+        True,
+        "--flat-field/--no-flat-field",
+        help=FLAT_FIELD_HELP,
     ),
 ) -> None:
     """Find every grid square of an atlas, crop it, and label brightness and squareness.
@@ -52,7 +59,7 @@ def extract(
     with run_folder(out) as folder:  # checked and locked before the work; whole or absent
         source = open_atlas(input, pixel_size_A=pixel_size)
         with stage("stitching", input):
-            montage = stitch(source)
+            montage = stitch(source, flat_field=flat_field)
         try:
             with stage("extracting squares", input):
                 extraction = extract_squares(montage, size=size, fov=fov)
@@ -88,6 +95,7 @@ def extract(
                 "size": size,
                 "fov": fov,
                 "pixel_size_A": montage.pixel_size_A,
+                "flat_field": flat_field,
                 "square_pixel_size_A": extraction.pixel_size_A,
                 "lattice": {
                     "pitch_px": lat.pitch_px,

@@ -21,6 +21,11 @@ _ANNOTATION_METAVAR = {int: "INT", float: "FLOAT", str: "TEXT", pathlib.Path: "P
 
 #: Typer/click settings every cryoscout command and group shares: ``-h`` is ``--help``.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+#: Help of --flat-field/--no-flat-field, the same in every command that stitches an atlas.
+FLAT_FIELD_HELP = (
+    "Divide the tiles by the beam's fall-off estimated from them (9 or more tiles). "
+    "Turn off for tiles already flat-field corrected."
+)
 
 
 def metavar(param) -> str:

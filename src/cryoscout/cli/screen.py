@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cryoscout.cli.help import FLAT_FIELD_HELP
+
 
 def screen(
     input_path: Path | None = typer.Argument(
@@ -44,6 +46,11 @@ def screen(
         min=16,
         help="Square size in pixels. Default: the model's input size.",
         show_default=False,
+    ),
+    flat_field: bool = typer.Option(
+        True,
+        "--flat-field/--no-flat-field",
+        help=FLAT_FIELD_HELP,
     ),
     example: bool = typer.Option(
         False,
@@ -92,7 +99,13 @@ def screen(
     # With --example, input_path stays None: screen simulates it into OUT/example_atlas.
     try:
         result = run_screen(
-            input_path, out, model_dir=model, top_k=top_k, size=size, pixel_size_A=pixel_size
+            input_path,
+            out,
+            model_dir=model,
+            top_k=top_k,
+            size=size,
+            pixel_size_A=pixel_size,
+            flat_field=flat_field,
         )
     except InputError as exc:
         if exc.path is None:  # an algorithm's complaint about the image: name the input

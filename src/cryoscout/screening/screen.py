@@ -156,6 +156,7 @@ def screen(
     size: int | None = None,
     pixel_size_A: float | None = None,
     detail_k: int = 12,
+    flat_field: bool = True,
 ) -> ScreenResult:
     """Screen an atlas: extract, score and rank its squares, and export targets.
 
@@ -182,6 +183,9 @@ def screen(
         Atlas pixel size in Å, overriding the file's.
     detail_k
         Lowest-ranked full squares shown as cards in the report, after the targets' cards.
+    flat_field
+        Divide the atlas tiles by the beam's fall-off estimated from them
+        (:func:`cryoscout.atlas.stitch.stitch`); ``False`` for tiles already corrected.
 
     Returns
     -------
@@ -219,7 +223,7 @@ def screen(
         log.info("reading %s", input_path)
         source = open_atlas(source_path, pixel_size_A=pixel_size_A)
         with stage("stitching", input_path):
-            montage = stitch(source)
+            montage = stitch(source, flat_field=flat_field)
         with stage("extracting squares", input_path):
             extraction = extract_squares(montage, size=size)
         config = {
@@ -229,6 +233,7 @@ def screen(
             "top_k": top_k,
             "size": size,
             "pixel_size_A": pixel_size_A,
+            "flat_field": flat_field,
         }
         result = screen_extraction(
             extraction,
