@@ -323,7 +323,7 @@ def test_warnings_of_a_successful_command_go_to_the_log(epu_atlas, run_cli, monk
 def test_unexpected_exception_names_the_input_and_the_stage(epu_atlas, run_cli, monkeypatch):
     import cryoscout.atlas.stitch as stitch
 
-    def broken(source):
+    def broken(source, flat_field=True):
         raise ValueError("operands could not be broadcast\nsecond line of numpy's text")
 
     monkeypatch.setattr(stitch, "stitch", broken)
