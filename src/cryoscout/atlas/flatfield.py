@@ -46,6 +46,11 @@ def bin_image(image: np.ndarray, side: int = BINNED_SIDE) -> np.ndarray:
     return x.reshape(hb, k, wb, k).mean(axis=(1, 3))
 
 
+def most_common(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The tile shape most tiles share (the flat field is estimated for it); ``None`` if none."""
+    return max(set(shapes), key=list(shapes).count) if shapes else None
+
+
 def _powers(positions: np.ndarray, n_blocks: int, degree: int) -> np.ndarray:
     """``(degree + 1, len(positions))`` powers of block coordinates scaled to [-1, 1]."""
     u = (positions - (n_blocks - 1) / 2) / (n_blocks / 2)
@@ -110,10 +115,8 @@ def estimate_flat_field(
     >>> corrected = [t / flat for t in sim.tiles]  # doctest: +SKIP
     """
     shapes = [np.shape(t) for t in tiles]
-    if not shapes:
-        return None
-    shape = max(set(shapes), key=shapes.count)
-    if len(shape) != 2:
+    shape = most_common(shapes)
+    if shape is None or len(shape) != 2:
         return None
     binned = [bin_image(t) for t, s in zip(tiles, shapes, strict=True) if s == shape]
     return fit_flat_field(binned, shape, percentile, degree)

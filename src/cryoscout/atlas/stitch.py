@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from cryoscout.atlas.flatfield import MIN_TILES, bin_image, fit_flat_field
+from cryoscout.atlas.flatfield import MIN_TILES, bin_image, fit_flat_field, most_common
 from cryoscout.errors import InputError
 from cryoscout.io.atlas_source import AtlasSource, Montage, TileRecord
 from cryoscout.io.validate import check_memory
@@ -115,10 +115,9 @@ def _flat_field(source: AtlasSource, tiles: list[TileRecord]) -> np.ndarray | No
     """The beam's fall-off over the most common tile box, from every tile of that box."""
     from cryoscout.io.atlas_reader import load_tile
 
-    boxes = [(t.height, t.width) for t in tiles]
-    box = max(set(boxes), key=boxes.count)
+    box = most_common([(t.height, t.width) for t in tiles])
     same = [t for t in tiles if (t.height, t.width) == box]
-    if len(same) < MIN_TILES:
+    if len(same) < MIN_TILES:  # fit_flat_field would refuse them: do not read them
         return None
     binned = [
         bin_image(_fit_to_box(load_tile(source, t), t))

@@ -93,10 +93,10 @@ class TreeEnsemble:
             raise ValueError("no ensemble to average")
         k = len(ensembles)
         m = max(e.feature.shape[1] for e in ensembles)
+        widths = [((0, 0), (0, m - e.feature.shape[1])) for e in ensembles]
         out = {}
         for name in ARRAYS:
             fill = name == "is_leaf"  # padding nodes are unreachable leaves
-            widths = [((0, 0), (0, m - e.feature.shape[1])) for e in ensembles]
             parts = [
                 np.pad(getattr(e, name), w, constant_values=fill)
                 for e, w in zip(ensembles, widths, strict=True)
