@@ -112,6 +112,8 @@ def main() -> None:
     p.add_argument("--zero-point", nargs="*", choices=SCORES, default=["cracking", "contamination"],
                    help="Scores whose calibration has a zero point (none: no value).")  # fmt: skip
     p.add_argument("--hand", choices=HAND_FEATURES, default="all", help="Hand-made features.")
+    p.add_argument("--ordinal", nargs="*", choices=SCORES, default=[],
+                   help="Scores fitted as ordinal (one classifier per level).")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="Ensembles to average (seeds from --seed).")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
@@ -134,12 +136,14 @@ def main() -> None:
     record: dict = {}
     if not args.no_head:
         _, inputs, labels = scored(net_only, args.head_data, args.hand, args.cache)
-        head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand, n_seeds=args.seeds)
+        head = TreeHead.fit(inputs, labels, seed=args.seed, hand=args.hand, n_seeds=args.seeds,
+                            ordinal=tuple(args.ordinal))  # fmt: skip
         record["head_fit"] = {
             "data": [str(f) for f in args.head_data],
             "n_labeled": len(labels),
             "n_inputs": head.n_inputs,
             "hand": head.hand,
+            "ordinal": list(head.ordinal),
             "trees": {s: head.trees[s].n_trees for s in SCORES},
             "seed": args.seed,
             "seeds": args.seeds,
@@ -165,6 +169,7 @@ def main() -> None:
         f"python benchmarks/fit_tree_head.py --net {args.net}"
         + (" --no-head" if args.no_head else " --head-data " + " ".join(map(str, args.head_data)))
         + ("" if args.no_head else f" --hand {args.hand}")
+        + (" --ordinal " + " ".join(args.ordinal) if args.ordinal and not args.no_head else "")
         + (" --calib-data " + " ".join(map(str, args.calib_data)) if args.calib_data else "")
         + (" --zero-point " + " ".join(args.zero_point) if args.calib_data else "")
         + f" --seed {args.seed}"

@@ -11,7 +11,7 @@ from cryoscout.screening.calibration import MonotoneMap
 from cryoscout.screening.head import TreeHead
 from cryoscout.screening.model import SCORES, XCryoNet
 from cryoscout.screening.predict import load_model, save_model
-from cryoscout.screening.trees import TreeEnsemble
+from cryoscout.screening.trees import CumulativeTrees, TreeEnsemble
 
 S = 32
 
@@ -71,6 +71,41 @@ def test_head_of_several_seeds_averages_them():
     assert not np.allclose(one[0].predict(fresh), one[1].predict(fresh))  # seeds differ
     with pytest.raises(ValueError, match="n_seeds"):
         TreeHead.fit(x, labels, n_seeds=0)
+
+
+def test_cumulative_trees_predict_the_expected_level_of_sklearn_classifiers(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(600, 5))
+    y = np.clip(np.round(1.5 + x[:, 0] + 0.5 * x[:, 1] + 0.3 * rng.normal(size=600)), 0, 3)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    params = {"max_iter": 25, "max_leaf_nodes": 7}
+    with threadpool_limits(1):
+        ordinal = CumulativeTrees.fit(x, y, levels=4, seed=0, **params)
+        classifiers = [
+            HistGradientBoostingClassifier(random_state=0, **params).fit(x, (y >= k).astype(int))
+            for k in (1, 2, 3)
+        ]
+    fresh = rng.normal(size=(200, 5))
+    fresh[rng.random(fresh.shape) < 0.1] = np.nan
+    # Level 4 is reached by no square: a constant of (almost) probability 0.
+    assert ordinal.cuts[3].n_trees == 0 and ordinal.n_trees == sum(c.n_iter_ for c in classifiers)
+    expected = sum(c.predict_proba(fresh)[:, 1] for c in classifiers)
+    np.testing.assert_allclose(ordinal.predict(fresh), expected, rtol=0, atol=1e-9)
+    torch.save(ordinal.to_record(), tmp_path / "o.pt")
+    back = CumulativeTrees.from_record(torch.load(tmp_path / "o.pt", weights_only=True))
+    np.testing.assert_allclose(back.predict(fresh), expected, rtol=0, atol=1e-9)
+    # Averaging over seeds averages each level's log-odds.
+    with threadpool_limits(1):
+        other = CumulativeTrees.fit(x, y, levels=4, seed=1, **params)
+    mean = CumulativeTrees.mean([ordinal, other])
+    from scipy.special import expit
+
+    logits = [[c.predict(fresh) for c in e.cuts] for e in (ordinal, other)]
+    expected = sum(expit((a + b) / 2) for a, b in zip(*logits, strict=True))
+    np.testing.assert_allclose(mean.predict(fresh), expected, rtol=0, atol=1e-9)
 
 
 def test_tree_record_with_children_out_of_range_is_refused():
@@ -254,6 +289,42 @@ def test_fast_head_reads_only_the_cheap_hand_made_features(head_model, tmp_path)
         pred.scores.to_numpy(), np.clip(head.predict(fast_in), 0, 4), atol=1e-6
     )
     assert pred.scores["brightness"][:30].mean() > 3
+
+
+def test_head_with_crack_features_and_an_ordinal_overall_round_trips(head_model, tmp_path):
+    from threadpoolctl import threadpool_limits
+
+    from cryoscout.screening.baseline import N_FAST
+    from cryoscout.screening.data import prepare_stack
+    from cryoscout.screening.head import N_CONTEXT, fast_inputs
+    from cryoscout.screening.lines import N_LINE_FEATURES, line_features
+
+    path, stack, _, inputs = head_model
+    model = load_model(path)
+    plain = load_model(path.parent / "plain.pt")
+    lines_in = plain.predict(stack, head_inputs="lines").head_inputs
+    fast_in = fast_inputs(inputs)
+    assert lines_in.shape[1] == fast_in.shape[1] + N_LINE_FEATURES
+    cut = fast_in.shape[1] - N_CONTEXT
+    np.testing.assert_allclose(lines_in[:, :cut], fast_in[:, :cut], atol=1e-6)
+    squares = prepare_stack(stack, "atlas", S)  # as the network sees them
+    np.testing.assert_allclose(lines_in[:, cut:-N_CONTEXT], line_features(squares), atol=1e-5)
+    assert N_FAST < cut
+    labels = np.zeros((len(stack), len(SCORES)))
+    labels[:30] = 4.0
+    labels[:15, SCORES.index("overall")] = 3.0
+    with threadpool_limits(1):
+        head = TreeHead.fit(lines_in, labels, hand="lines", ordinal=("overall",))
+    assert head.ordinal == ("overall",) and isinstance(head.trees["overall"], CumulativeTrees)
+    saved = save_model(tmp_path / "lines.pt", model.net, "atlas", head=head)
+    loaded = load_model(saved)
+    assert loaded.head.hand == "lines" and loaded.head.ordinal == ("overall",)
+    pred = loaded.predict(stack).scores
+    np.testing.assert_allclose(pred.to_numpy(), np.clip(head.predict(lines_in), 0, 4), atol=1e-6)
+    overall = pred["overall"].to_numpy()
+    assert overall[15:30].mean() > overall[:15].mean() + 0.5 > overall[30:].mean() + 1
+    with pytest.raises(ValueError, match="ordinal scores"):
+        TreeHead.fit(lines_in, labels, ordinal=("ice",))
 
 
 def test_atlas_context_places_each_square_between_the_bars_and_the_brightest():

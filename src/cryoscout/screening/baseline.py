@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from cryoscout.screening.predict import Predictions
 
 N_BINS = 16
+#: Settings of every gradient-boosted tree ensemble (baseline and tree head alike).
+TREE_PARAMS = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15}
 #: How many of :func:`square_features` come first and cheap (:func:`fast_features`).
 N_FAST = N_BINS + 2 + 5 + 2
 
@@ -161,9 +163,7 @@ class BaselineModel:
             valid = ~np.isnan(labels[:, j])
             if valid.sum() < 2:
                 continue
-            model = HistGradientBoostingRegressor(
-                max_iter=200, learning_rate=0.05, max_leaf_nodes=15, random_state=self.seed
-            )
+            model = HistGradientBoostingRegressor(random_state=self.seed, **TREE_PARAMS)
             self.models[name] = model.fit(features[valid], labels[valid, j])
         return self
 

@@ -11,7 +11,9 @@ tree ensemble per score reads, for each square,
 * the baseline's hand-made features: all of them (:func:`.baseline.square_features`,
   about 17 ms a square on one core), or only the cheap intensity ones
   (:func:`.baseline.fast_features`, ``hand="fast"``, which keeps scoring as
-  fast as the network alone);
+  fast as the network alone), or the cheap ones and the crack features of
+  :mod:`.lines` (``hand="lines"``: long thin bright lines, which the network
+  sees less surely than the baseline's ridge filter does, about 1 ms a square);
 * where the square stands in its atlas (:func:`atlas_context`): the rubric's
   ice quality depends on the absolute ice thickness, which the atlas
   normalisation hides but the atlas itself shows, between the opaque bars and
@@ -20,7 +22,10 @@ tree ensemble per score reads, for each square,
 The trees are fitted with scikit-learn (the baseline's regressor, so both are
 trained alike) on squares of atlases the network did not train on, so that
 they learn how far to trust the network on new grids, and are stored as
-arrays (:mod:`.trees`).
+arrays (:mod:`.trees`). A score may instead be *ordinal*
+(:class:`~.trees.CumulativeTrees`): one classifier per level of the 0-4 scale,
+the score their expected value, which orders the best squares better than a
+regression does (``fit(ordinal=...)``).
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES
-from cryoscout.screening.trees import TreeEnsemble
+from cryoscout.screening.trees import CumulativeTrees, TreeEnsemble
 
 #: Which hand-made features a head reads.
-HAND_FEATURES = ("all", "fast")
+HAND_FEATURES = ("all", "fast", "lines")
 #: Columns of :func:`atlas_context`; heads fitted before the vacuum column read the first 7.
 N_CONTEXT = 8
 
@@ -48,7 +53,8 @@ def head_inputs(out, images: np.ndarray, hand: str = "all") -> np.ndarray:
     images
         ``(b, s, s)`` the normalised squares the network saw.
     hand
-        ``"all"`` hand-made features or only the ``"fast"`` ones (a prefix of all).
+        ``"all"`` hand-made features, only the ``"fast"`` ones (a prefix of
+        all), or the fast ones followed by :func:`.lines.line_features` (``"lines"``).
 
     Returns
     -------
@@ -67,7 +73,14 @@ def head_inputs(out, images: np.ndarray, hand: str = "all") -> np.ndarray:
     net = torch.cat(parts, dim=1).float().numpy()  # (b, 2 * branches * 2w + 10 [+ 2])
     if hand not in HAND_FEATURES:
         raise ValueError(f"hand must be one of {HAND_FEATURES}, not {hand!r}")
-    handmade = stack_features(images) if hand == "all" else fast_features(images)
+    if hand == "all":
+        handmade = stack_features(images)
+    elif hand == "fast":
+        handmade = fast_features(images)
+    else:
+        from cryoscout.screening.lines import line_features
+
+        handmade = np.concatenate([fast_features(images), line_features(images)], axis=1)
     return np.concatenate([net, handmade], axis=1).astype(np.float32)
 
 
@@ -135,12 +148,17 @@ def fast_inputs(inputs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TreeHead:
-    """One :class:`~cryoscout.screening.trees.TreeEnsemble` per score."""
+    """One tree ensemble per score: a regression or, for ordinal scores, cumulative links."""
 
-    trees: dict[str, TreeEnsemble]
+    trees: dict[str, TreeEnsemble | CumulativeTrees]
     n_inputs: int
     hand: str = "all"
     n_context: int = N_CONTEXT
+
+    @property
+    def ordinal(self) -> tuple[str, ...]:
+        """The scores predicted as ordinal (:class:`~cryoscout.screening.trees.CumulativeTrees`)."""
+        return tuple(s for s in SCORES if isinstance(self.trees[s], CumulativeTrees))
 
     @classmethod
     def fit(
@@ -150,6 +168,7 @@ class TreeHead:
         seed: int = 0,
         hand: str = "all",
         n_seeds: int = 1,
+        ordinal: tuple[str, ...] = (),
     ) -> TreeHead:
         """Fit on ``(n, f)`` inputs and ``(n, 5)`` labels.
 
@@ -160,25 +179,41 @@ class TreeHead:
         Labels may be NaN (missing, ignored). With ``n_seeds`` > 1, one
         ensemble per seed ``seed, seed + 1, ...`` (each holds out another
         random tenth for early stopping) and the head predicts their mean,
-        which varies less from one fit to the next.
+        which varies less from one fit to the next. The scores of ``ordinal``
+        are fitted as :class:`~cryoscout.screening.trees.CumulativeTrees`
+        (one classifier per level, with the regressor's settings).
 
         Raises
         ------
         ValueError
-            If some score has fewer than two labels, or ``n_seeds`` < 1.
+            If some score has fewer than two labels, ``n_seeds`` < 1 or
+            ``ordinal`` names something other than a score.
         """
-        from cryoscout.screening.baseline import BaselineModel
+        from cryoscout.screening.baseline import TREE_PARAMS, BaselineModel
 
         if n_seeds < 1:
             raise ValueError(f"n_seeds must be at least 1, not {n_seeds}")
-        fits = [BaselineModel(seed=seed + k).fit(inputs, labels) for k in range(n_seeds)]
-        missing = [s for s in SCORES if s not in fits[0].models]
+        unknown = sorted(set(ordinal) - set(SCORES))
+        if unknown:
+            raise ValueError(f"ordinal scores must be among {SCORES}, not {unknown}")
+        missing = [s for j, s in enumerate(SCORES) if (~np.isnan(labels[:, j])).sum() < 2]
         if missing:
             raise ValueError(f"too few labels to fit the tree head for {', '.join(missing)}")
-        trees = {
-            s: TreeEnsemble.mean([TreeEnsemble.from_sklearn(f.models[s]) for f in fits])
-            for s in SCORES
-        }
+        regressed = np.where(np.isin(SCORES, ordinal)[None, :], np.nan, labels)
+        fits = [BaselineModel(seed=seed + k).fit(inputs, regressed) for k in range(n_seeds)]
+        trees: dict[str, TreeEnsemble | CumulativeTrees] = {}
+        for j, s in enumerate(SCORES):
+            valid = ~np.isnan(labels[:, j])
+            if s in ordinal:
+                parts = [
+                    CumulativeTrees.fit(
+                        inputs[valid], labels[valid, j], seed=seed + k, **TREE_PARAMS
+                    )
+                    for k in range(n_seeds)
+                ]
+                trees[s] = CumulativeTrees.mean(parts)
+            else:
+                trees[s] = TreeEnsemble.mean([TreeEnsemble.from_sklearn(f.models[s]) for f in fits])
         return cls(trees=trees, n_inputs=int(inputs.shape[1]), hand=hand)
 
     def predict(self, inputs: np.ndarray) -> np.ndarray:
@@ -203,7 +238,11 @@ class TreeHead:
         hand = str(record.get("hand", "all"))
         if hand not in HAND_FEATURES:
             raise ValueError(f"unknown hand-made feature set {hand!r}")
-        trees = {s: TreeEnsemble.from_record(record["trees"][s]) for s in SCORES}
+        trees = {
+            s: CumulativeTrees.from_record(t) if "cuts" in t else TreeEnsemble.from_record(t)
+            for s in SCORES
+            for t in [record["trees"][s]]
+        }
         n_context = int(record.get("n_context", 7))  # files before the vacuum column
         if not 7 <= n_context <= N_CONTEXT:
             raise ValueError(f"unknown atlas context of {n_context} columns")
