@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 ARRAYS = ("feature", "threshold", "left", "right", "missing_left", "is_leaf", "value")
+#: The arrays of node and feature numbers (stored as int16 where they fit).
+INDEX_ARRAYS = ("feature", "left", "right")
 #: Log-odds of a level that every training square reached (or, negated, none did).
 CERTAIN = 30.0
 
@@ -167,12 +169,18 @@ class TreeEnsemble:
         import torch
 
         record = {n: torch.from_numpy(np.ascontiguousarray(getattr(self, n))) for n in ARRAYS}
+        for name in INDEX_ARRAYS:  # node and feature numbers are small: int16 halves a head's file
+            values = getattr(self, name)
+            small = values.size == 0 or values.max() <= np.iinfo(np.int16).max
+            record[name] = torch.from_numpy(values.astype(np.int16 if small else np.int32))
         return record | {"bias": float(self.bias), "depth": int(self.depth)}
 
     @classmethod
     def from_record(cls, record: dict) -> TreeEnsemble:
         """Inverse of :meth:`to_record`; raises ``ValueError`` on inconsistent arrays."""
         arrays = {name: np.asarray(record[name].numpy()) for name in ARRAYS}
+        for name in INDEX_ARRAYS:
+            arrays[name] = arrays[name].astype(np.int64)
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError("tree arrays must all be (trees, nodes)")
