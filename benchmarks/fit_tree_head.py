@@ -14,10 +14,11 @@
 3. The result goes to ``-o`` (and with ``--install`` into the package as the
    default model, ``default_xcryonet.pt`` + ``.json``).
 
-Example (the shipped default, round 6 of ``benchmarks/results/screening_quality.md``: the
+Example (the shipped default, round 7 of ``benchmarks/results/screening_quality.md``: the
 stage-4 network of ``train_default_model.py``, its head and calibration fitted on atlases
 extracted with the flat field, ``benchmarks/make_screening_data.py`` since round 6, three
-seeds averaged)::
+seeds averaged; since round 7 the head also reads the crack features, ``--hand lines``, and
+predicts overall as an ordinal score, ``--ordinal overall``)::
 
     $ D=/tmp/s18/ff
     $ python benchmarks/make_screening_data.py -o $D/head_a --atlases 10 --seed 3
@@ -38,12 +39,12 @@ seeds averaged)::
     $ python benchmarks/make_screening_data.py -o $D/calib_w2 --atlases 4 --seed 10 --wide
     $ python benchmarks/make_screening_data.py -o $D/calib_ld --atlases 3 --seed 24 \\
         --wide --dose 45 90
-    $ python benchmarks/fit_tree_head.py --net /tmp/s14/net_run2/model.pt --hand fast \\
-        --threads 1 --seeds 3 --head-data $D/head_a/atlas0* $D/head_b/atlas0* \\
+    $ python benchmarks/fit_tree_head.py --net /tmp/s14/net_run2/model.pt --hand lines \\
+        --ordinal overall --threads 1 --seeds 3 --head-data $D/head_a/atlas0* $D/head_b/atlas0* \\
         $D/head_w/atlas* $D/head_w2/atlas* $D/head_ld/atlas* $D/head_w3/atlas* \\
         $D/head_w4/atlas* $D/head_ti/atlas* $D/head_ld2/atlas* --calib-data \\
         $D/calib/atlas0* $D/calib_w/atlas0* $D/calib_w2/atlas0* $D/calib_ld/atlas0* \\
-        --cache /tmp/s18/cache -o /tmp/s18/ff_final.pt --install
+        --cache /tmp/s18/cache -o /tmp/s19/o1.pt --install
 """
 
 from __future__ import annotations
