@@ -44,7 +44,7 @@ predicts overall as an ordinal score, ``--ordinal overall``)::
         $D/head_w/atlas* $D/head_w2/atlas* $D/head_ld/atlas* $D/head_w3/atlas* \\
         $D/head_w4/atlas* $D/head_ti/atlas* $D/head_ld2/atlas* --calib-data \\
         $D/calib/atlas0* $D/calib_w/atlas0* $D/calib_w2/atlas0* $D/calib_ld/atlas0* \\
-        --cache /tmp/s18/cache -o /tmp/s19/o1.pt --install
+        --cache /tmp/s18/cache -o /tmp/s19/o1b.pt --install
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_exported_trees_predict_exactly_what_sklearn_predicts(tmp_path):
         model.fit(x, y)
     trees = TreeEnsemble.from_sklearn(model)
     assert trees.n_trees == model.n_iter_
-    fresh = rng.normal(size=(300, 6))
+    fresh = rng.normal(size=(300, 6)).astype(np.float32).astype(np.float64)  # as heads read
     fresh[rng.random(fresh.shape) < 0.1] = np.nan
     np.testing.assert_allclose(trees.predict(fresh), model.predict(fresh), rtol=0, atol=1e-10)
     # Round trip through a weights-only file.
@@ -88,7 +88,7 @@ def test_cumulative_trees_predict_the_expected_level_of_sklearn_classifiers(tmp_
             HistGradientBoostingClassifier(random_state=0, **params).fit(x, (y >= k).astype(int))
             for k in (1, 2, 3)
         ]
-    fresh = rng.normal(size=(200, 5))
+    fresh = rng.normal(size=(200, 5)).astype(np.float32).astype(np.float64)
     fresh[rng.random(fresh.shape) < 0.1] = np.nan
     # Level 4 is reached by no square: a constant of (almost) probability 0.
     assert ordinal.cuts[3].n_trees == 0 and ordinal.n_trees == sum(c.n_iter_ for c in classifiers)
@@ -106,6 +106,25 @@ def test_cumulative_trees_predict_the_expected_level_of_sklearn_classifiers(tmp_
     logits = [[c.predict(fresh) for c in e.cuts] for e in (ordinal, other)]
     expected = sum(expit((a + b) / 2) for a, b in zip(*logits, strict=True))
     np.testing.assert_allclose(mean.predict(fresh), expected, rtol=0, atol=1e-9)
+
+
+def test_a_saved_threshold_splits_float32_features_as_the_exact_one_did(tmp_path):
+    a = np.float32(1.0)
+    b = np.nextafter(a, np.float32(2))  # the next float32: nothing lies between them
+    for threshold in (0.5 * (float(a) + float(b)), 0.25 * float(a) + 0.75 * float(b)):
+        stump = TreeEnsemble(
+            feature=np.zeros((1, 3), np.int64), threshold=np.array([[threshold, 0.0, 0.0]]),
+            left=np.array([[1, 0, 0]]), right=np.array([[2, 0, 0]]),
+            missing_left=np.zeros((1, 3), bool), is_leaf=np.array([[False, True, True]]),
+            value=np.array([[0.0, -1.0, 1.0]]), bias=0.0, depth=1,
+        )  # fmt: skip
+        torch.save(stump.to_record(), tmp_path / "s.pt")
+        record = torch.load(tmp_path / "s.pt", weights_only=True)
+        assert record["threshold"].dtype == torch.float32 and record["left"].dtype == torch.int16
+        back = TreeEnsemble.from_record(record)
+        x = np.array([[a], [b]], np.float64)
+        np.testing.assert_array_equal(stump.predict(x), [-1.0, 1.0])
+        np.testing.assert_array_equal(back.predict(x), [-1.0, 1.0])
 
 
 def test_tree_record_with_children_out_of_range_is_refused():

@@ -7,7 +7,9 @@ for every tree and node the split feature, the threshold (``x <= threshold``
 goes left, as in scikit-learn), the children, where a missing value goes, whether
 the node is a leaf and its value (shrinkage already applied). Trees are padded
 to the same node count; :meth:`TreeEnsemble.predict` walks all trees and
-samples at once, one level per step, in numpy.
+samples at once, one level per step, in numpy. In a file, node and feature
+numbers are int16 and thresholds the float32 at or below them, which leaves
+every decision on float32 features (what a tree head reads) as it was.
 
 An ordinal score (:class:`CumulativeTrees`) is one such ensemble per level
 ``k = 1..4`` of the 0-4 scale, each the log-odds that the score is at least
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ARRAYS = ("feature", "threshold", "left", "right", "missing_left", "is_leaf", "value")
-#: The arrays of node and feature numbers (stored as int16 where they fit).
+#: The arrays of node and feature numbers (stored as int16 where they fit; thresholds as float32).
 INDEX_ARRAYS = ("feature", "left", "right")
 #: Log-odds of a level that every training square reached (or, negated, none did).
 CERTAIN = 30.0
@@ -58,6 +60,9 @@ class TreeEnsemble:
     def from_sklearn(cls, model) -> TreeEnsemble:
         """Export a fitted ``HistGradientBoostingRegressor`` (numeric features, one output).
 
+        A binary ``HistGradientBoostingClassifier`` exports the same way; the
+        ensemble then predicts its log-odds (``decision_function``).
+
         Reads the fitted predictors (scikit-learn's ``_predictors`` and
         ``_baseline_prediction``, stable since 0.21); the tests check that
         :meth:`predict` equals ``model.predict``.
@@ -92,9 +97,8 @@ class TreeEnsemble:
     @classmethod
     def constant(cls, value: float) -> TreeEnsemble:
         """An ensemble without trees that predicts ``value`` everywhere."""
-        arrays = {name: np.zeros((0, 1), bool if name in ("missing_left", "is_leaf") else
-                  np.int64 if name in ("feature", "left", "right") else np.float64)
-                  for name in ARRAYS}  # fmt: skip
+        kinds = {"missing_left": bool, "is_leaf": bool} | dict.fromkeys(INDEX_ARRAYS, np.int64)
+        arrays = {name: np.zeros((0, 1), kinds.get(name, np.float64)) for name in ARRAYS}
         return cls(**arrays, bias=float(value), depth=0)
 
     @classmethod
@@ -173,6 +177,12 @@ class TreeEnsemble:
             values = getattr(self, name)
             small = values.size == 0 or values.max() <= np.iinfo(np.int16).max
             record[name] = torch.from_numpy(values.astype(np.int16 if small else np.int32))
+        # Thresholds as the float32 at or below each: no float32 lies between the two, so
+        # float32 features (what a head reads) take the same side of every split.
+        low = self.threshold.astype(np.float32)
+        above = low.astype(np.float64) > self.threshold
+        low[above] = np.nextafter(low[above], np.float32(-np.inf))
+        record["threshold"] = torch.from_numpy(low)
         return record | {"bias": float(self.bias), "depth": int(self.depth)}
 
     @classmethod
@@ -181,6 +191,7 @@ class TreeEnsemble:
         arrays = {name: np.asarray(record[name].numpy()) for name in ARRAYS}
         for name in INDEX_ARRAYS:
             arrays[name] = arrays[name].astype(np.int64)
+        arrays["threshold"] = arrays["threshold"].astype(np.float64)
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError("tree arrays must all be (trees, nodes)")
