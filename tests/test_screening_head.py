@@ -335,6 +335,9 @@ def test_head_with_crack_features_and_an_ordinal_overall_round_trips(head_model,
     with threadpool_limits(1):
         head = TreeHead.fit(lines_in, labels, hand="lines", ordinal=("overall",))
     assert head.ordinal == ("overall",) and isinstance(head.trees["overall"], CumulativeTrees)
+    # The head walks its ensembles on several threads: the same as one score at a time.
+    one_by_one = np.stack([head.trees[s].predict(lines_in) for s in SCORES], axis=1)
+    np.testing.assert_array_equal(head.predict(lines_in), one_by_one)
     saved = save_model(tmp_path / "lines.pt", model.net, "atlas", head=head)
     loaded = load_model(saved)
     assert loaded.head.hand == "lines" and loaded.head.ordinal == ("overall",)

@@ -259,9 +259,14 @@ class CumulativeTrees:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``(n,)`` expected scores, in ``[0, len(cuts)]``."""
+        return self.expected_level([c.predict(x) for c in self.cuts])
+
+    @staticmethod
+    def expected_level(logits: list[np.ndarray]) -> np.ndarray:
+        """``sum_k P(y >= k)`` from the cuts' ``(n,)`` log-odds (e.g. predicted in parallel)."""
         from scipy.special import expit
 
-        return np.sum([expit(c.predict(x)) for c in self.cuts], axis=0)
+        return np.sum([expit(z) for z in logits], axis=0)
 
     def to_record(self) -> dict:
         """Tensors and plain numbers for a ``weights_only`` model file."""
