@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryoscout.screening.baseline import TREE_PARAMS
 from cryoscout.screening.model import ATTENTION_ATTRIBUTES, SCORES
 from cryoscout.screening.trees import CumulativeTrees, TreeEnsemble
 
@@ -42,7 +43,7 @@ HAND_FEATURES = ("all", "fast", "lines")
 #: Settings of each level's classifier in an ordinal score: the regressors' (baseline
 #: ``TREE_PARAMS``) with twice the iterations, as the log-loss still improved at 200
 #: (early stopping still ends it sooner where it does not).
-ORDINAL_PARAMS = {"max_iter": 400, "learning_rate": 0.05, "max_leaf_nodes": 15}
+ORDINAL_PARAMS = TREE_PARAMS | {"max_iter": 400}
 #: Columns of :func:`atlas_context`; heads fitted before the vacuum column read the first 7.
 N_CONTEXT = 8
 
@@ -275,4 +276,3 @@ def _predict_in_parallel(
         ordinal = isinstance(trees[s], CumulativeTrees)
         out.append(CumulativeTrees.expected_level(values) if ordinal else values[0])
     return out
-

@@ -24,6 +24,8 @@ dose cancel), and the share of the film above four times that mean.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: Gaussian scale of the Hessian, in pixels of the square as the network sees it.
@@ -83,14 +85,8 @@ def _ridge_strength(x, sigma: float):
     import torch
     import torch.nn.functional as F
 
-    r = int(np.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    g = torch.exp(-(t**2) / (2 * sigma**2))
-    g = g / g.sum()
-    g1 = -t / sigma**2 * g
-    g2 = (t**2 / sigma**4 - 1 / sigma**2) * g
-    g2 = g2 - g2.mean()  # the cut-off tails must not turn a flat brightness into a ridge
-    kernels = torch.stack([torch.outer(g2, g), torch.outer(g, g2), torch.outer(g1, g1)])[:, None]
+    kernels = _hessian_kernels(sigma)
+    r = kernels.shape[-1] // 2
     h = F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), kernels)
     hrr, hcc, hrc = h[:, 0:1], h[:, 1:2], h[:, 2:3]
     mean = (hrr + hcc) / 2
@@ -99,6 +95,22 @@ def _ridge_strength(x, sigma: float):
     return sigma**2 * torch.clamp(-low - high.abs(), min=0)
 
 
+@functools.cache
+def _hessian_kernels(sigma: float):
+    """``(3, 1, k, k)`` Gaussian second derivatives: along rows, along columns, mixed."""
+    import torch
+
+    r = int(np.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = g / g.sum()
+    g1 = -t / sigma**2 * g
+    g2 = (t**2 / sigma**4 - 1 / sigma**2) * g
+    g2 = g2 - g2.mean()  # the cut-off tails must not turn a flat brightness into a ridge
+    return torch.stack([torch.outer(g2, g), torch.outer(g, g2), torch.outer(g1, g1)])[:, None]
+
+
+@functools.cache
 def _segment_kernels():
     """``(N_ANGLES, 1, SEGMENT, SEGMENT)`` averages along centred segments, one per direction."""
     import torch
