@@ -17,11 +17,13 @@ Domain ``L`` (training only): M's settings, tomogram by tomogram, whose samples 
 six complexes each, packed from 6-24 of those species' maps as branching chains
 (``simulate.tomo_complexes``), so that it sees negatives as large as its targets (M's are
 all under a quarter of 4cr2's mass; B's and C's 5mrc is 2.5 times it). Domain ``K``: the
-same with the complexes packed as globules.
+same with the complexes packed as globules. Domain ``S``: M's settings whose non-annotated
+proteins also include both targets enlarged 1.3-1.6 times (size decoys,
+``simulate.tomo_decoys``): negatives with a target's shape at a size no target has.
 
 Stages (each writes into ``--out``, so runs can go in parallel and resume)::
 
-    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M,L,K
+    python benchmarks/picking_domain_shift.py simulate --out D --domains A,B,C,M,L,K,S
     python benchmarks/picking_domain_shift.py train --out D --domain A --variant plain
     python benchmarks/picking_domain_shift.py train --out D --domain M --variant neg
     python benchmarks/picking_domain_shift.py train --out D --domain B --variant neg
@@ -132,7 +134,11 @@ MIXTURE_COMPLEXES = "L"
 MIXTURE_COMPACT = "K"
 COMPLEX_PACKING = {MIXTURE_COMPLEXES: "branched", MIXTURE_COMPACT: "compact"}
 COMPLEXES_PER_TOMOGRAM = 6
-MIXTURES = (MIXTURE, MIXTURE_COMPLEXES, MIXTURE_COMPACT)
+# Domain "S": the mixture's tomograms whose non-annotated proteins also include both
+# annotated species enlarged 1.3-1.6 times (size decoys, ``simulate.tomo_decoys``), each
+# tomogram its own scales, so that the network sees negatives larger than its targets.
+MIXTURE_DECOYS = "S"
+MIXTURES = (MIXTURE, MIXTURE_COMPLEXES, MIXTURE_COMPACT, MIXTURE_DECOYS)
 # Seeds of each domain's tomograms: training, validation (threshold), test.
 SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
 MIXTURE_SPLITS = {"train": list(range(12)), "val": [20], "test": []}
@@ -143,6 +149,7 @@ SEED_BASE = {
     MIXTURE: 4000,
     MIXTURE_COMPLEXES: 5000,
     MIXTURE_COMPACT: 6000,
+    MIXTURE_DECOYS: 7000,
 }
 # Training variants: appearance randomisation of patches, share of patches centred on
 # a distractor (learned negatives).
@@ -184,7 +191,7 @@ def _config(domain: str, shape, particles: int, seed: int | None = None):
 
     distractors = DISTRACTOR_CLASSES
     if domain in MIXTURES:
-        # L's and K's tomogram i is imaged as M's tomogram i.
+        # L's, K's and S's tomogram i is imaged as M's tomogram i.
         opts = mixture_setting(seed - SEED_BASE[domain] + SEED_BASE[MIXTURE])
         distractors = MIXTURE_DISTRACTOR_CLASSES
     elif domain in DOMAINS:
@@ -198,6 +205,10 @@ def _config(domain: str, shape, particles: int, seed: int | None = None):
 
             packing = COMPLEX_PACKING[domain]
             maps |= complex_maps(maps, COMPLEXES_PER_TOMOGRAM, [seed, 5], packing=packing)
+        if domain == MIXTURE_DECOYS:
+            from cryoscout.simulate.tomo_decoys import enlarged_maps
+
+            maps |= enlarged_maps(load_templates(TEMPLATES, CLASSES), [seed, 6])
         opts["distractor_templates"] = maps
     return TomogramConfig(
         shape=shape,

@@ -412,3 +412,29 @@ def test_cli_complexes_are_distractors_and_need_their_subunits(tmp_path, run_cli
     assert "--complexes" in res.err and "--distractor-classes" in res.err
     assert res.err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_decoys_are_enlarged_classes_and_need_distractors(tmp_path, run_cli, shared_data):
+    import pandas as pd
+
+    common = ["--shape", "64,64,32", "--voxel-size", "20", "--particles", "2", "--tilt-step", "10"]
+    common += ["--templates", shared_data / "templates_10A", "--classes", "4cr2"]
+    out = tmp_path / "sim"
+    res = run_cli("simulate", "tomogram", out, *common, "--distractors", "6", "--decoys")
+    assert res.code == 0, res.err
+    dis = pd.read_csv(out / "distractors.csv")
+    prot = dis[dis["kind"] == "protein"]
+    # Without --distractor-classes, every non-annotated protein is an enlarged 4cr2.
+    assert len(prot) and set(prot["name"].str.rsplit("-x", n=1).str[0]) == {"4cr2"}
+    scale = float(prot["name"].iloc[0].rsplit("-x", 1)[1])
+    assert 1.3 <= scale <= 1.6
+    truth = pd.read_csv(out / "particles.csv")
+    assert (truth["name"] == "4cr2").all()
+
+    for extra, missing in [([], "--distractors"), (["--distractors", "6"], "--templates")]:
+        args = common[:-4] if missing == "--templates" else common
+        res = run_cli("simulate", "tomogram", tmp_path / "bad", *args, *extra, "--decoys")
+        assert res.code == 1
+        assert "--decoys" in res.err and missing in res.err
+        assert res.err.count("\n") == 1
+        assert not (tmp_path / "bad").exists()

@@ -57,6 +57,12 @@ def tomogram(
         "--distractor-classes maps (docs/simulator.md); --distractors proteins are drawn "
         "from every kind.",
     ),
+    decoys: bool = typer.Option(
+        False,
+        "--decoys/--no-decoys",
+        help="Also the --classes maps enlarged 1.3-1.6 times, not annotated (size decoys: "
+        "docs/simulator.md); --distractors proteins are drawn from them too.",
+    ),
     noise_slope: float = typer.Option(
         0.0, "--noise-slope", help="Noise power ~ k^slope: 0 white, <0 falling, >0 rising."
     ),
@@ -114,6 +120,9 @@ def tomogram(
         $ cryoscout simulate tomogram sim4 --seed 4 --templates ../shared/data/templates_10A \\
             --classes 4v94,4cr2 --distractors 30 --distractor-classes 1bxn,2cg9,3qm1 \\
             --complexes 6
+
+        $ cryoscout simulate tomogram sim5 --seed 5 --templates ../shared/data/templates_10A \\
+            --classes 4v94,4cr2 --distractors 30 --distractor-classes 1bxn,2cg9,3qm1 --decoys
     """
     from cryoscout.errors import InputError
     from cryoscout.io.runfolder import run_folder
@@ -165,6 +174,14 @@ def tomogram(
 
         # Their own stream of the seed, so adding complexes moves nothing else's draw.
         distractor_maps.update(complex_maps(distractor_maps, complexes, [seed, 5]))
+    if decoys:
+        if not maps:
+            raise InputError("--decoys", "needs --templates and --classes (the maps to enlarge)")
+        if not distractors:
+            raise InputError("--decoys", "needs --distractors (decoys are drawn among them)")
+        from cryoscout.simulate.tomo_decoys import enlarged_maps
+
+        distractor_maps.update(enlarged_maps(maps, [seed, 6]))
     config = TomogramConfig(
         shape=_parse_shape(shape),
         voxel_size_A=voxel_size,
