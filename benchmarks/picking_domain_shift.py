@@ -140,8 +140,10 @@ COMPLEXES_PER_TOMOGRAM = 6
 MIXTURE_DECOYS = "S"
 MIXTURES = (MIXTURE, MIXTURE_COMPLEXES, MIXTURE_COMPACT, MIXTURE_DECOYS)
 # Seeds of each domain's tomograms: training, validation (threshold), test.
-SPLITS = {"train": [0, 1, 2], "val": [10], "test": [20, 21]}
-MIXTURE_SPLITS = {"train": list(range(12)), "val": [20], "test": []}
+# The first validation tomogram is the one stage ``evaluate`` uses; ``postprocess`` also
+# pools all three (a threshold chosen on one tomogram's ~30 particles per class is noisy).
+SPLITS = {"train": [0, 1, 2], "val": [10, 11, 12], "test": [20, 21]}
+MIXTURE_SPLITS = {"train": list(range(12)), "val": [20, 21, 22], "test": []}
 SEED_BASE = {
     "A": 1000,
     "B": 2000,
@@ -564,7 +566,9 @@ def ablate(args) -> None:
 # ``min_volume``: a pick's connected component must hold this share of a label ball;
 # ``max_surround``: ``mp_nms``'s isolation test (picks inside a region of their class
 # much larger than a particle are dropped); ``per_class``: each class's threshold chosen
-# on its own validation F1 (one threshold for all classes otherwise).
+# on its own validation F1 (one threshold for all classes otherwise); ``validation``: how
+# many of the training domain's validation tomograms it is chosen on, their counts pooled
+# (one otherwise).
 BASE_GRID = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 WIDE_GRID = (*BASE_GRID, 0.6, 0.7, 0.8, 0.9)
 POSTPROCESS = {
@@ -577,7 +581,17 @@ POSTPROCESS = {
     "isolation, surround <= 0.7": {"grid": BASE_GRID, "max_surround": 0.7},
     "isolation <= 0.5 + grid to 0.9": {"grid": WIDE_GRID, "max_surround": 0.5},
     "threshold per class (grid to 0.9)": {"grid": WIDE_GRID, "per_class": True},
+    "threshold per class, three validation tomograms": {
+        "grid": WIDE_GRID,
+        "per_class": True,
+        "validation": 3,
+    },
 }
+
+
+def _labels(prob: np.ndarray) -> np.ndarray:
+    """The class map (0 = background) of per-class probabilities ``(classes, z, y, x)``."""
+    return np.concatenate([1 - prob.sum(0, keepdims=True), prob]).argmax(0)
 
 
 def _pick(prob: np.ndarray, radii, label_radius, threshold: float | dict, variant: dict):
@@ -587,7 +601,7 @@ def _pick(prob: np.ndarray, radii, label_radius, threshold: float | dict, varian
     from cryoscout.picking.labels import tball_labels
     from cryoscout.picking.mpnms import mp_nms
 
-    labels = np.concatenate([1 - prob.sum(0, keepdims=True), prob]).argmax(0)
+    labels = _labels(prob)
     classes = list(range(1, prob.shape[0] + 1))
     if variant.get("otsu"):
         from skimage.filters import threshold_otsu
@@ -651,6 +665,7 @@ def _scores(picks_by_tomo: list, truths: list, radii, classes) -> dict:
 def postprocess(args) -> None:
     """Every post-processing variant on every model's cached segmentations (no retraining)."""
     from cryoscout.io.atomic import write_text
+    from cryoscout.picking.thresholds import choose_thresholds
     from cryoscout.picking.weights import load_model
 
     classes = list(range(1, len(CLASSES) + 1))
@@ -670,9 +685,11 @@ def postprocess(args) -> None:
         home = info.extra["domain"]
         radii = {int(c): float(r) for c, r in info.extra["particle_radius"].items()}
         label_r = {int(c): float(r) for c, r in info.radius.items()}
-        val_seed = _seeds(home, "val")[0]
-        val_prob = cached_probabilities(args.out, name, home, val_seed, args)
-        val_truth = load_sim(args.out, home, val_seed)["particles"]
+        n_val = max(v.get("validation", 1) for v in todo.values())
+        vals = [
+            (cached_probabilities(args.out, name, home, s, args), load_sim(args.out, home, s))
+            for s in _seeds(home, "val")[:n_val]
+        ]
         tests = {
             d: [
                 (cached_probabilities(args.out, name, d, s, args), load_sim(args.out, d, s))
@@ -684,20 +701,21 @@ def postprocess(args) -> None:
             grid = variant.get("grid") or [None]
             if variant.get("per_class"):
                 # Each class at the threshold of its best validation F1 (the lowest on ties).
-                val = {
-                    t: _scores([_pick(val_prob, radii, label_r, t, variant)], [val_truth], radii,
-                               classes)
-                    for t in grid
-                }  # fmt: skip
-                thr = {
-                    c: max(grid, key=lambda t, c=c: (val[t][CLASSES[c - 1]]["f1"], -t))
-                    for c in classes
-                }
+                # Each class at the threshold of its best validation F1 (the lowest on
+                # ties), counts pooled over the validation tomograms: what pick train
+                # records from its --val-tomogram(s). A class it says nothing about keeps
+                # the lowest threshold.
+                use = vals[: variant.get("validation", 1)]
+                chosen, _ = choose_thresholds(
+                    [(_labels(prob), sim["particles"]) for prob, sim in use], radii, classes, grid
+                )
+                thr = {c: chosen.get(c, min(grid)) for c in classes}
                 res = {"threshold": {CLASSES[c - 1]: t for c, t in thr.items()}}
             else:
                 # The threshold with the best validation F1 (the lowest on ties), as evaluate.
+                prob, sim = vals[0]
                 val = {
-                    t: _overall_f1(_pick(val_prob, radii, label_r, t, variant), val_truth, radii)
+                    t: _overall_f1(_pick(prob, radii, label_r, t, variant), sim["particles"], radii)
                     for t in grid
                 }
                 thr = max(grid, key=lambda t: (val[t], -(t or 0)))
@@ -767,8 +785,10 @@ def _markdown(s: dict) -> str:
         f"Classes {s['classes']} at {VOXEL_A:g} Å; "
         + "; ".join(f"domain {k}: {v}" for k, v in s["domains"].items())
         + f"; non-annotated proteins {s['distractor_classes']}. "
-        f"Tomogram seeds per domain {s['splits']} (3 to train, 1 to choose the MP-NMS "
-        "threshold in the training domain, 2 to test).",
+        f"Tomogram seeds per domain {s['splits']} (3 to train, 2 to test; the first "
+        "validation tomogram of the training domain chooses the MP-NMS threshold of this "
+        "table, and stage `postprocess` also pools all three; the mixtures' seeds are "
+        f"{MIXTURE_SPLITS}).",
         "",
         "| model (trained on - augmentation) | patches | test | "
         + " | ".join(f"{c} P / R / F1" for c in s["classes"])
@@ -887,7 +907,7 @@ def _markdown(s: dict) -> str:
 
 
 # The post-processing whose fair comparison (every model with it) is tabulated.
-CHOSEN_POSTPROCESS = "threshold per class (grid to 0.9)"
+CHOSEN_POSTPROCESS = "threshold per class, three validation tomograms"
 
 
 def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> list[str]:
@@ -896,7 +916,7 @@ def _postprocess_markdown(pp: dict, classes: list[str], domains: list[str]) -> l
         "",
         "Post-processing without labels of the test domain, the same for every model, on "
         "the cached segmentations (stage `postprocess`; the MP-NMS threshold chosen on the "
-        "training domain's validation tomogram as above): F1 "
+        "training domain's validation tomogram, or its three pooled, as each row says): F1 "
         + " / ".join(classes)
         + " per test domain",
         "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,6 +30,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("pick")
     truth = _blobs(root / "t1.mrc", 0)
     truth[["class", "x", "y", "z"]].to_csv(root / "t1.csv", index=False)
+    _blobs(root / "t2.mrc", 1)[["class", "x", "y", "z"]].to_csv(root / "t2.csv", index=False)
     return root, truth
 
 
@@ -43,7 +46,8 @@ def trained(data, tmp_path_factory):
             "--radius", "2", "--patch", "16", "--channels", "4,8", "--epochs", "2",
             "--batch-size", "2", "--samples-per-epoch", "4", "--seed", "1",
             "--accelerator", "cpu", "--val-tomogram", str(root / "t1.mrc"),
-            "--val-coords", str(root / "t1.csv"), "--val-every", "1", "--val-radius", "3",
+            "--val-coords", str(root / "t1.csv"), "--val-tomogram", str(root / "t2.mrc"),
+            "--val-coords", str(root / "t2.csv"), "--val-every", "1", "--val-radius", "3",
             "--class-names", "blob",
         ]
     )  # fmt: skip
@@ -61,6 +65,9 @@ def test_train_writes_run_folder(trained):
     assert metrics["val_f1"].between(0, 1).all()
     config = yaml.safe_load((trained / "config.yaml").read_text())
     assert config["config"]["n_particles"] == 6
+    # Both validation tomograms, in order, recorded with their annotations.
+    assert [Path(p).name for p in config["config"]["val_tomograms"]] == ["t1.mrc", "t2.mrc"]
+    assert [Path(p).name for p in config["config"]["val_coords"]] == ["t1.csv", "t2.csv"]
     assert config["config"]["class_names"] == ["blob"]
     assert not list(trained.glob(".*partial*"))
     assert config["config"]["loss"] == "dice"
@@ -147,6 +154,16 @@ def test_bad_inputs_give_one_line_errors(trained, data, tmp_path, run_cli):
         "--radius", "2:3,3:3", "--patch", "16", "--channels", "4,8", "--epochs", "1",
     )  # fmt: skip
     assert res.code == 1 and "unknown class 1" in res.err
+
+    res = run_cli(
+        "pick", "train", root / "t1.mrc", root / "t1.csv", "-o", tmp_path / "r3",
+        "--radius", "2", "--patch", "16", "--channels", "4,8", "--epochs", "1",
+        "--val-tomogram", root / "t1.mrc", "--val-tomogram", root / "t2.mrc",
+        "--val-coords", root / "t1.csv",
+    )  # fmt: skip
+    assert res.code == 1 and res.err.count("\n") == 1
+    assert "--val-tomogram" in res.err and "2 tomograms, 1 coordinate files" in res.err
+    assert not (tmp_path / "r3").exists()
 
     record = torch.load(trained / "model.pt", weights_only=True)
     record["architecture"] = "xcryonet"

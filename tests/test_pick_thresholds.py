@@ -1,9 +1,10 @@
-"""Per-class MP-NMS thresholds chosen on a validation tomogram."""
+"""Per-class MP-NMS thresholds chosen on validation tomograms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cryoscout.picking.evaluate import evaluate_picks
 from cryoscout.picking.mpnms import mp_nms
@@ -17,21 +18,29 @@ def _ball(centre, r=5):
     return (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 <= r * r
 
 
+def _ragged(centre):
+    """Half of a ball's voxels, the same half wherever it is: the same MP-NMS score."""
+    keep = np.random.default_rng(0).random((11, 11, 11)) < 0.5
+    out = np.zeros(SHAPE, bool)
+    x, y, z = centre
+    out[z - 5 : z + 6, y - 5 : y + 6, x - 5 : x + 6] = keep
+    return out & _ball(centre)
+
+
 def _validation():
     """Class 1: two solid true balls and a half-filled false blob; class 2: two solid balls."""
     labels = np.zeros(SHAPE, np.int64)
     truth = [(1, 12, 12, 16), (1, 40, 12, 16), (2, 12, 44, 16), (2, 40, 44, 16)]
     for c, x, y, z in truth:
         labels[_ball((x, y, z))] = c
-    ragged = _ball((54, 30, 16)) & (np.random.default_rng(0).random(SHAPE) < 0.5)
-    labels[ragged] = 1
+    labels[_ragged((54, 30, 16))] = 1
     return labels, pd.DataFrame(truth, columns=["class", "x", "y", "z"])
 
 
 def test_each_class_gets_the_threshold_of_its_best_f1():
     labels, truth = _validation()
     radius = {1: 5.0, 2: 5.0}
-    chosen, f1 = choose_thresholds(labels, truth, radius, [1, 2])
+    chosen, f1 = choose_thresholds([(labels, truth)], radius, [1, 2])
     # Class 1 needs a threshold above the ragged blob's score to drop it: F1 1.0.
     # Class 2 has nothing to drop: the lowest threshold (ties go to the lowest).
     assert f1 == {1: 1.0, 2: 1.0}
@@ -54,5 +63,28 @@ def test_a_class_the_validation_says_nothing_about_keeps_the_default():
     labels, truth = _validation()
     radius = {1: 5.0, 2: 5.0, 3: 5.0}
     # Class 2 has no true centre here, class 3 neither centres nor voxels: neither is chosen.
-    chosen, f1 = choose_thresholds(labels, truth[truth["class"] == 1], radius, [1, 2, 3])
+    chosen, f1 = choose_thresholds([(labels, truth[truth["class"] == 1])], radius, [1, 2, 3])
     assert set(chosen) == set(f1) == {1}
+
+
+def test_several_tomograms_pool_their_counts():
+    # Tomogram 1: two solid true balls and a ragged false blob. Tomogram 2: one solid and
+    # one ragged *true* ball. The ragged blobs score the same, so a threshold keeps both
+    # or drops both.
+    labels1, _ = _validation()
+    truth1 = pd.DataFrame([(1, 12, 12, 16), (1, 40, 12, 16)], columns=["class", "x", "y", "z"])
+    labels2 = np.zeros(SHAPE, np.int64)
+    labels2[_ball((12, 12, 16))] = 1
+    labels2[_ragged((40, 40, 16))] = 1
+    truth2 = pd.DataFrame([(1, 12, 12, 16), (1, 40, 40, 16)], columns=["class", "x", "y", "z"])
+    radius = {1: 5.0}
+    alone1, _ = choose_thresholds([(labels1, truth1)], radius, [1])
+    alone2, _ = choose_thresholds([(labels2, truth2)], radius, [1])
+    assert alone1[1] > 0.05 and alone2[1] == 0.05  # each alone would choose differently
+    chosen, f1 = choose_thresholds([(labels1, truth1), (labels2, truth2)], radius, [1])
+    # Pooled, keeping both ragged blobs: tp 4, fp 1, fn 0 -> F1 8/9; dropping both:
+    # tp 3, fp 0, fn 1 -> F1 6/7. The low threshold wins.
+    assert chosen == {1: 0.05}
+    assert f1[1] == pytest.approx(8 / 9)
+    with pytest.raises(ValueError, match="at least one"):
+        choose_thresholds([], radius, [1])

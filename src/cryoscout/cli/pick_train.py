@@ -195,15 +195,20 @@ def train(
         "32-true", "--precision", metavar="NAME", help="e.g. 32-true, bf16-mixed."
     ),
     num_workers: int = typer.Option(0, "--num-workers", help="Data-loader workers."),
-    val_tomogram: Path | None = typer.Option(
+    val_tomogram: list[Path] | None = typer.Option(
         None,
         "--val-tomogram",
         metavar="FILE",
-        help="Held-out tomogram for validation F1.",
+        help="Held-out tomogram for validation F1 and the per-class MP-NMS thresholds that "
+        "pick predict uses; repeat for several (their counts pool: a few dozen particles "
+        "per class choose a noisy threshold).",
         show_default="none: no validation",
     ),
-    val_coords: Path | None = typer.Option(
-        None, "--val-coords", metavar="FILE", help="Its annotations (true centres)."
+    val_coords: list[Path] | None = typer.Option(
+        None,
+        "--val-coords",
+        metavar="FILE",
+        help="Its annotations (true centres); once per --val-tomogram, in order.",
     ),
     val_radius: str | None = typer.Option(
         None,
@@ -313,9 +318,14 @@ def train(
         raise InputError("--negative-fraction", "must lie in (0, 0.75] (a quarter are random)")
     if not (lowpass >= 0 and math.isfinite(lowpass)):
         raise InputError("--lowpass", f"must be a sigma of 0 Å (off) or more, not {lowpass}")
-    if (val_tomogram is None) != (val_coords is None):
-        raise InputError("--val-tomogram", "give --val-tomogram and --val-coords together")
-    for path in [*tomo_paths, *coord_paths, *negatives, *filter(None, (val_tomogram, val_coords))]:
+    val_tomogram, val_coords = list(val_tomogram or []), list(val_coords or [])
+    if len(val_tomogram) != len(val_coords):
+        raise InputError(
+            "--val-tomogram",
+            f"give one --val-coords per --val-tomogram, in order ({len(val_tomogram)} "
+            f"tomograms, {len(val_coords)} coordinate files)",
+        )
+    for path in [*tomo_paths, *coord_paths, *negatives, *val_tomogram, *val_coords]:
         if not path.is_file():
             raise InputError(path, "no such file")
     from cryoscout.training import resume_checkpoint
@@ -371,11 +381,11 @@ def train(
             + f") in {len(tomo_paths)} tomogram(s)",
             err=True,
         )
-        validation = None
-        if val_tomogram is not None:
-            vvol, vvs = read_mrc(val_tomogram, mmap=True)
-            vtruth = read_coords(val_coords, voxel_size_A=vvs, shape=vvol.shape, classes=classes)
-            validation = (vvol, vtruth)
+        validation = []
+        for vpath, cpath in zip(val_tomogram, val_coords, strict=True):
+            vvol, vvs = read_mrc(vpath, mmap=True)
+            vtruth = read_coords(cpath, voxel_size_A=vvs, shape=vvol.shape, classes=classes)
+            validation.append((vvol, vtruth))
 
         config = TrainConfig(
             channels=chans,
@@ -409,14 +419,14 @@ def train(
                 out,
                 particle_radius=particle,
                 voxel_size_A=voxel_size,
-                validation=validation,
+                validation=validation or None,
                 on_epoch=lambda history: typer.echo(epoch_line(history, epochs, names), err=True),
                 resume=checkpoint,
                 inputs={
                     "tomograms": [str(p) for p in tomo_paths],
                     "coords": [str(p) for p in coord_paths],
-                    "val_tomogram": val_tomogram,
-                    "val_coords": val_coords,
+                    "val_tomograms": [str(p) for p in val_tomogram],
+                    "val_coords": [str(p) for p in val_coords],
                     "negatives": [str(p) for p in negatives],
                 },
                 progress=progress_enabled(),

@@ -61,7 +61,7 @@ def train_picker(
     out_dir: str | os.PathLike,
     particle_radius: Mapping[int, float] | None = None,
     voxel_size_A: float | None = None,
-    validation: tuple[np.ndarray, pd.DataFrame] | None = None,
+    validation: Sequence[tuple[np.ndarray, pd.DataFrame]] | None = None,
     on_epoch: Callable[[pd.DataFrame], None] | None = None,
     resume: str | os.PathLike | None = None,
     init: Mapping[str, Any] | None = None,
@@ -92,7 +92,9 @@ def train_picker(
     voxel_size_A
         Voxel size of the training tomograms, recorded with the weights.
     validation
-        A held-out ``(volume, annotations)`` scored by F1 every ``config.val_every`` epochs.
+        Held-out ``(volume, annotations)`` pairs, one or more: scored by F1 (their counts
+        pooled) every ``config.val_every`` epochs, and the final model's per-class MP-NMS
+        thresholds chosen on them (:func:`~cryoscout.picking.thresholds.choose_thresholds`).
     on_epoch
         Called with the history so far after every epoch (after ``metrics.csv`` is written).
     resume
@@ -153,9 +155,9 @@ def train_picker(
     ]
     hit = {int(c): float(r) for c, r in (particle_radius or radius_map).items()}
     scorer = None
-    if validation is not None:
+    if validation:
         scorer = _validation_scorer(
-            *validation, hit, num_classes, names, config.patch_size, normalization
+            validation, hit, num_classes, names, config.patch_size, normalization
         )
 
     metrics_path = out_dir / METRICS
@@ -189,14 +191,17 @@ def train_picker(
     if particle_radius:
         extra["particle_radius"] = {str(c): float(r) for c, r in hit.items()}
     val_f1_at: dict[int, float] = {}
-    if validation is not None:
-        # Each class's MP-NMS threshold from the final model on the validation tomogram;
+    if validation:
+        # Each class's MP-NMS threshold from the final model on the validation tomograms;
         # pick predict uses them unless told otherwise.
         from cryoscout.picking.thresholds import choose_thresholds
 
-        labels = _segment(model, validation[0], config.patch_size, normalization)
+        segmented = [
+            (_segment(model, volume, config.patch_size, normalization), truth)
+            for volume, truth in validation
+        ]
         classes = list(range(1, num_classes + 1))
-        chosen, val_f1_at = choose_thresholds(labels, validation[1], hit, classes)
+        chosen, val_f1_at = choose_thresholds(segmented, hit, classes)
         if chosen:
             extra["threshold"] = {str(c): t for c, t in chosen.items()}
     info = PickingModelInfo(
@@ -246,16 +251,26 @@ def _segment(model, volume, patch: int, normalization: dict) -> np.ndarray:
     return np.asarray(pred.labels)
 
 
-def _validation_scorer(volume, truth, hit, num_classes, names, patch, normalization):
-    """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on a held-out tomogram."""
+def _validation_scorer(validation, hit, num_classes, names, patch, normalization):
+    """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on held-out tomograms
+    (counts pooled over them)."""
     from cryoscout.picking.evaluate import evaluate_picks
     from cryoscout.picking.mpnms import mp_nms
 
+    classes = list(range(1, num_classes + 1))
+    truth = pd.concat([t.assign(tomo=i) for i, (_, t) in enumerate(validation)], ignore_index=True)
+
     def score(model) -> dict[str, float]:
-        labels = _segment(model, volume, patch, normalization)
         # Sized by the particle (hit) radius: by the smaller label radius one particle's
         # blob splits into several picks.
-        picks = mp_nms(labels, hit, classes=list(range(1, num_classes + 1)), progress=False)
+        picks = pd.concat(
+            [
+                mp_nms(_segment(model, volume, patch, normalization), hit, classes=classes,
+                       progress=False).assign(tomo=i)
+                for i, (volume, _) in enumerate(validation)
+            ],
+            ignore_index=True,
+        )  # fmt: skip
         result = evaluate_picks(picks, truth, hit)
         scores = {"val_f1": float(result.overall["f1"])}
         for c, row in result.per_class.iterrows():
