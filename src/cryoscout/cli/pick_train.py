@@ -419,7 +419,7 @@ def train(
                 out,
                 particle_radius=particle,
                 voxel_size_A=voxel_size,
-                validation=validation or None,
+                validation=validation,
                 on_epoch=lambda history: typer.echo(epoch_line(history, epochs, names), err=True),
                 resume=checkpoint,
                 inputs={
