@@ -191,6 +191,7 @@ def mixture_setting(seed: int) -> dict:
 def _config(domain: str, shape, particles: int, seed: int | None = None):
     from cryoscout.simulate.tomogram import TomogramConfig, load_templates
 
+    targets = load_templates(TEMPLATES, CLASSES)
     distractors = DISTRACTOR_CLASSES
     if domain in MIXTURES:
         # L's, K's and S's tomogram i is imaged as M's tomogram i.
@@ -210,13 +211,13 @@ def _config(domain: str, shape, particles: int, seed: int | None = None):
         if domain == MIXTURE_DECOYS:
             from cryoscout.simulate.tomo_decoys import enlarged_maps
 
-            maps |= enlarged_maps(load_templates(TEMPLATES, CLASSES), [seed, 6])
+            maps |= enlarged_maps(targets, [seed, 6])
         opts["distractor_templates"] = maps
     return TomogramConfig(
         shape=shape,
         voxel_size_A=VOXEL_A,
         n_particles=particles,
-        templates=load_templates(TEMPLATES, CLASSES),
+        templates=targets,
         **opts,
     )
 
@@ -645,11 +646,9 @@ def _centre(i: int) -> pd.DataFrame:
 
 def _scores(picks_by_tomo: list, truths: list, radii, classes) -> dict:
     """P / R / F1 per class pooled over tomograms (one-to-one matching within each)."""
-    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.evaluate import evaluate_picks, stack_tomograms
 
-    picks = pd.concat([p.assign(tomo=i) for i, p in enumerate(picks_by_tomo)], ignore_index=True)
-    truth = pd.concat([t.assign(tomo=i) for i, t in enumerate(truths)], ignore_index=True)
-    ev = evaluate_picks(picks, truth, radii)
+    ev = evaluate_picks(stack_tomograms(picks_by_tomo), stack_tomograms(truths), radii)
     out = {}
     for c in classes:
         row = ev.per_class.loc[c] if c in ev.per_class.index else None

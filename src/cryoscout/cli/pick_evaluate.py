@@ -228,9 +228,8 @@ def _table(per_class, overall: dict | None = None) -> str:
 
 def _read_pairs(pairs, tomograms, tomo_name, ts_pixel, binning):
     """Read every pair; one table each of picks and truth with a ``tomo`` column."""
-    import pandas as pd
-
     from cryoscout.io.coords import read_coords
+    from cryoscout.picking.evaluate import stack_tomograms
 
     picks, truths, names = [], [], {}
     geometry = [_geometry(t) for t in tomograms]
@@ -251,9 +250,9 @@ def _read_pairs(pairs, tomograms, tomo_name, ts_pixel, binning):
             (p_path, pick),
         ):
             _merge_names(names, source, table)
-        picks.append(pick.assign(tomo=i))
-        truths.append(truth.assign(tomo=i))
-    return pd.concat(picks, ignore_index=True), pd.concat(truths, ignore_index=True), names
+        picks.append(pick)
+        truths.append(truth)
+    return stack_tomograms(picks), stack_tomograms(truths), names
 
 
 def _read_copick(config: Path, picks: str, truth: str):

@@ -25,7 +25,7 @@ Two metrics, each what its name says:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,13 @@ import pandas as pd
 METRICS = ["precision", "recall", "f1", "tp", "fp", "fn"]
 CZII_METRICS = ["precision", "recall", "fbeta", "tp", "fp", "fn", "weight"]
 _COUNTS = ("tp", "fp", "fn")
+
+
+def stack_tomograms(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Several tomograms' tables (picks or truth) as one, with the tomogram's position in
+    ``tables`` as ``tomo``: the column by which the scores here match within a tomogram.
+    """
+    return pd.concat([t.assign(tomo=i) for i, t in enumerate(tables)], ignore_index=True)
 
 
 def _plain(row, keys) -> dict:

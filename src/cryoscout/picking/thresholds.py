@@ -55,22 +55,20 @@ def choose_thresholds(
     ValueError
         No validation tomogram.
     """
-    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.evaluate import evaluate_picks, stack_tomograms
     from cryoscout.picking.mpnms import mp_nms
 
     if not validation:
         raise ValueError("choose_thresholds needs at least one validation tomogram")
     # One pass at the lowest threshold per tomogram: a higher one keeps exactly the picks
     # scoring above it (a pick's suppressors score higher still, so they stay).
-    candidates = pd.concat(
+    candidates = stack_tomograms(
         [
             mp_nms(labels, radius, threshold=min(grid), classes=list(classes), progress=False)
-            .assign(tomo=i)
-            for i, (labels, _) in enumerate(validation)
-        ],
-        ignore_index=True,
+            for labels, _ in validation
+        ]
     )
-    truth = pd.concat([t.assign(tomo=i) for i, (_, t) in enumerate(validation)], ignore_index=True)
+    truth = stack_tomograms([t for _, t in validation])
     f1: dict[float, pd.Series] = {}  # threshold -> F1 per class, counts pooled
     for t in grid:
         picks = candidates[candidates["score"] > t] if t > min(grid) else candidates

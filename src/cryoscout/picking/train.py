@@ -254,22 +254,21 @@ def _segment(model, volume, patch: int, normalization: dict) -> np.ndarray:
 def _validation_scorer(validation, hit, num_classes, names, patch, normalization):
     """``score(model) -> {"val_f1": ..., "val_f1_<name>": ...}`` on held-out tomograms
     (counts pooled over them)."""
-    from cryoscout.picking.evaluate import evaluate_picks
+    from cryoscout.picking.evaluate import evaluate_picks, stack_tomograms
     from cryoscout.picking.mpnms import mp_nms
 
     classes = list(range(1, num_classes + 1))
-    truth = pd.concat([t.assign(tomo=i) for i, (_, t) in enumerate(validation)], ignore_index=True)
+    truth = stack_tomograms([t for _, t in validation])
 
     def score(model) -> dict[str, float]:
         # Sized by the particle (hit) radius: by the smaller label radius one particle's
         # blob splits into several picks.
-        picks = pd.concat(
+        picks = stack_tomograms(
             [
                 mp_nms(_segment(model, volume, patch, normalization), hit, classes=classes,
-                       progress=False).assign(tomo=i)
-                for i, (volume, _) in enumerate(validation)
-            ],
-            ignore_index=True,
+                       progress=False)
+                for volume, _ in validation
+            ]
         )  # fmt: skip
         result = evaluate_picks(picks, truth, hit)
         scores = {"val_f1": float(result.overall["f1"])}
